@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   train MAML on sinusoid regression (no download) and evaluate it
+#   make test   lint and run the test suite
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m metax.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check metax tests benchmarks notebooks
+
+test: lint
+	$(PY) -m pytest -q --doctest-modules metax tests
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,50 @@
+"""metax: functional meta-learning in JAX.
+
+Pure-function inner loops (``jax.lax.scan``), exact or first-order
+meta-gradients, MAML / FOMAML / MAML++ / Reptile as NamedTuples of pure
+functions, and a meta-step the caller jits once.
+"""
+
+from metax._src.adapt import adapt as adapt
+from metax._src.base import AdaptInfo as AdaptInfo
+from metax._src.base import Batch as Batch
+from metax._src.base import LossFn as LossFn
+from metax._src.base import MetaLearner as MetaLearner
+from metax._src.base import MetaParams as MetaParams
+from metax._src.base import Params as Params
+from metax._src.base import Task as Task
+from metax._src.base import TaskAux as TaskAux
+from metax._src.maml import maml as maml
+from metax._src.maml import maml_pp as maml_pp
+from metax._src.meta_step import StepInfo as StepInfo
+from metax._src.meta_step import meta_step as meta_step
+from metax._src.reptile import reptile as reptile
+from metax._src.schedules import DerivativeOrderAnnealing as DerivativeOrderAnnealing
+from metax._src.schedules import derivative_order_annealing as derivative_order_annealing
+from metax._src.schedules import msl_weights as msl_weights
+from metax._src.transforms import per_step_rates as per_step_rates
+from metax._src.transforms import scale_by_learned_lr as scale_by_learned_lr
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptInfo",
+    "Batch",
+    "DerivativeOrderAnnealing",
+    "LossFn",
+    "MetaLearner",
+    "MetaParams",
+    "Params",
+    "StepInfo",
+    "Task",
+    "TaskAux",
+    "adapt",
+    "derivative_order_annealing",
+    "maml",
+    "maml_pp",
+    "meta_step",
+    "msl_weights",
+    "per_step_rates",
+    "reptile",
+    "scale_by_learned_lr",
+]

@@ -1,0 +1,124 @@
+"""The inner loop: differentiable fine-tuning as a ``jax.lax.scan`` over steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metax._src import validation
+from metax._src.base import AdaptInfo, Batch, LossFn, ModelState, Params, PyTree
+from metax._src.loss_forms import canonical_loss, check_scalar_loss
+
+EvalFn = Callable[..., Any]
+
+
+def adapt(
+    loss_fn: LossFn,
+    params: Params,
+    batch: Batch,
+    inner_opt: optax.GradientTransformation,
+    num_steps: int,
+    *,
+    hparams: PyTree = None,
+    first_order: bool = False,
+    eval_fn: EvalFn | None = None,
+    remat: bool = False,
+    has_aux: bool = False,
+    stateful: bool = False,
+    state: ModelState = None,
+) -> tuple[Params, AdaptInfo]:
+    """Runs ``num_steps`` steps of ``inner_opt`` on ``loss_fn(params, batch)``.
+
+    The loop is a ``jax.lax.scan``, so it traces once whatever ``num_steps`` is, and
+    it is differentiable end to end: ``jax.grad`` of anything computed from the
+    adapted parameters is the exact (second-order) meta-gradient, unless
+    ``first_order=True`` stops the gradient at each inner gradient.
+
+    Any Optax transformation serves as ``inner_opt`` (``optax.sgd``, momentum, chains;
+    for second-order Adam use ``optax.adam(lr, eps_root=1e-8)`` so the square root
+    stays differentiable at zero). Only ``init``, ``update`` and ``apply_updates``
+    are called.
+
+    Args:
+      loss_fn: the loss; see :data:`metax.LossFn` for its forms.
+      params: initial parameters (any pytree).
+      batch: the support set (any pytree), the same at every step.
+      inner_opt: the inner optimizer.
+      num_steps: number of inner steps (>= 1).
+      hparams: per-step hyperparameters: a pytree whose every leaf has a leading
+        ``num_steps`` axis. Step ``i`` passes the slice ``i`` to
+        ``inner_opt.update(..., hparams=slice)`` through Optax's extra-args channel
+        (read by e.g. :func:`metax.scale_by_learned_lr`).
+      first_order: apply ``jax.lax.stop_gradient`` to each inner gradient.
+      eval_fn: optional ``eval_fn(params) -> loss`` (stateful:
+        ``eval_fn(params, state, step)``) evaluated after every step, e.g. the query
+        loss; it may return ``(loss, aux)``. Its values are differentiable.
+      remat: wrap each inner step in ``jax.checkpoint``; memory of the backward pass
+        then stays nearly flat in ``num_steps`` at the cost of recomputation.
+      has_aux: ``loss_fn`` returns ``(loss, aux)``.
+      stateful: ``loss_fn`` is ``loss_fn(params, state, batch, step)`` and returns
+        its new state (e.g. batch-norm running statistics), which is threaded through
+        the steps without gradient.
+      state: the initial model state (required iff ``stateful``).
+
+    Returns:
+      ``(adapted_params, info)``; ``info.state`` is the final model state.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, metax
+      >>> loss = lambda w, b: jnp.mean((b[0] * w - b[1]) ** 2)
+      >>> batch = (jnp.arange(4.0), 3.0 * jnp.arange(4.0))
+      >>> w, info = metax.adapt(loss, 0.0, batch, optax.sgd(0.1), 20)
+      >>> round(float(w), 3), info.support_loss.shape
+      (3.0, (20,))
+    """
+    validation.check_num_steps(num_steps)
+    if stateful and state is None:
+        raise ValueError(
+            "stateful=True needs the initial model state: pass state=... (use () for none)."
+        )
+    if hparams is not None:
+        validation.check_leading_axis(hparams, num_steps, what="hparams")
+        if not isinstance(inner_opt, optax.GradientTransformationExtraArgs):
+            raise TypeError(
+                "hparams were given, but inner_opt does not accept extra arguments, so it "
+                "would ignore them; use a transform that reads them, e.g. "
+                "metax.scale_by_learned_lr() (alone or inside optax.chain)."
+            )
+    f = canonical_loss(loss_fn, has_aux=has_aux, stateful=stateful)
+    grad_fn = jax.value_and_grad(f, has_aux=True)
+
+    def evaluate(p, s, step):
+        out = eval_fn(p, s, step) if stateful else eval_fn(p)
+        value, aux = out if isinstance(out, tuple) else (out, None)
+        check_scalar_loss(value, what="eval_fn")
+        return value, aux
+
+    def inner_step(carry, xs):
+        p, opt_state, s = carry
+        step, step_hparams = xs
+        (loss, (new_s, aux)), grads = grad_fn(p, s, batch, step)
+        if first_order:
+            grads = jax.lax.stop_gradient(grads)
+        new_s = jax.lax.stop_gradient(new_s)
+        extra = {} if step_hparams is None else {"hparams": step_hparams}
+        updates, opt_state = inner_opt.update(grads, opt_state, p, **extra)
+        p = optax.apply_updates(p, updates)
+        query = evaluate(p, new_s, step) if eval_fn is not None else (None, None)
+        return (p, opt_state, new_s), (loss, query, aux)
+
+    if remat:
+        inner_step = jax.checkpoint(inner_step)
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    carry = (params, inner_opt.init(params), state)
+    (params, _, state), (losses, (query, query_aux), aux) = jax.lax.scan(
+        inner_step, carry, (steps, hparams)
+    )
+    info = AdaptInfo(
+        support_loss=losses, query_loss=query, aux=aux, query_aux=query_aux, state=state
+    )
+    return params, info

@@ -1,0 +1,71 @@
+"""Optax transformations whose hyperparameters are learned meta-parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metax._src import validation
+from metax._src.base import Params
+
+
+def scale_by_learned_lr() -> optax.GradientTransformationExtraArgs:
+    """Scales updates by minus a learned learning rate, one per parameter leaf.
+
+    The rates are not stored in the transformation: ``update`` reads them from the
+    extra argument ``hparams``, a pytree with the structure of the updates whose
+    leaves broadcast against them (a scalar per leaf for MAML++'s per-layer rates,
+    a full array for Meta-SGD-style per-parameter rates). :func:`metax.adapt` passes
+    the current step's slice of ``MetaParams.hparams`` there, so the rates stay
+    traced arrays that the outer optimizer learns.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; combine it with others through
+      ``optax.chain`` (e.g. after ``optax.scale_by_adam()``).
+
+    Example:
+      >>> import jax.numpy as jnp, metax
+      >>> tx = metax.scale_by_learned_lr()
+      >>> g = {"w": jnp.ones(2)}
+      >>> u, _ = tx.update(g, tx.init(g), hparams={"w": jnp.float32(0.5)})
+      >>> u["w"].tolist()
+      [-0.5, -0.5]
+    """
+
+    def init(params: Params) -> optax.EmptyState:
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None, *, hparams: Any = None, **extra):
+        del params, extra
+        if hparams is None:
+            raise ValueError(
+                "scale_by_learned_lr needs the learned rates: call update(..., hparams=rates) "
+                "(metax.adapt does so when given hparams=)."
+            )
+        validation.check_same_structure(
+            hparams, updates, what="the learned rates (hparams)", reference_name="the parameters"
+        )
+        updates = jax.tree.map(lambda g, lr: -jnp.asarray(lr, g.dtype) * g, updates, hparams)
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def per_step_rates(params: Params, num_steps: int, init_lr: float) -> Params:
+    """MAML++'s LSLR initialisation: one ``(num_steps,)`` rate vector per parameter leaf.
+
+    Args:
+      params: the parameters the rates belong to.
+      num_steps: number of inner steps.
+      init_lr: the initial value of every rate.
+
+    Returns:
+      A pytree with the structure of ``params``, each leaf ``full((num_steps,), init_lr)``
+      in the leaf's dtype.
+    """
+    validation.check_num_steps(num_steps)
+    return jax.tree.map(lambda p: jnp.full((num_steps,), init_lr, jnp.result_type(p)), params)
