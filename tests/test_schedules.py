@@ -1,0 +1,48 @@
+"""MAML++ schedules: multi-step-loss weights and derivative-order annealing."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import metax
+from tests.test_closed_form import mlp_loss, mlp_setup
+
+
+@pytest.mark.parametrize("num_steps", [1, 2, 5])
+def test_msl_weights_start_uniform_sum_to_one_and_end_on_the_last_step(num_steps):
+    anneal = 10
+    weights = np.stack(
+        [metax.msl_weights(num_steps, e, anneal_epochs=anneal) for e in range(0, 15)]
+    )
+    np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(weights[0], 1.0 / num_steps, rtol=1e-6)
+    if num_steps > 1:
+        assert np.all(np.diff(weights[:, -1]) >= -1e-7)  # final weight never shrinks
+        assert np.all(np.diff(weights[:, 0]) <= 1e-7)  # early weights never grow
+        np.testing.assert_allclose(weights[-1, :-1], 0.03 / num_steps, rtol=1e-6)
+        # Halfway: early weights moved by epoch / (n * anneal) each.
+        np.testing.assert_allclose(
+            weights[5, 0], 1 / num_steps - 5 / (num_steps * anneal), rtol=1e-5
+        )
+
+
+def test_msl_weights_accept_a_traced_epoch():
+    f = jax.jit(lambda e: metax.msl_weights(4, e, anneal_epochs=8))
+    np.testing.assert_allclose(f(jnp.float32(3.0)), metax.msl_weights(4, 3, anneal_epochs=8))
+
+
+def test_derivative_order_annealing_switches_learner_and_gradients(x64):
+    params, task = mlp_setup(np.random.default_rng(0))
+    sched = metax.derivative_order_annealing(
+        functools.partial(metax.maml_pp, mlp_loss, num_steps=2, init_lr=0.1), first_order_epochs=2
+    )
+    assert [sched.for_epoch(e) is sched.first_order for e in range(4)] == [True, True, False, False]
+    mp = sched.first_order.init(params)
+    assert jax.tree.structure(mp) == jax.tree.structure(sched.second_order.init(params))
+    g_fo = jax.grad(lambda m: sched.first_order.loss(m, task)[0])(mp)
+    g_so = jax.grad(lambda m: sched.second_order.loss(m, task)[0])(mp)
+    diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), g_fo.params, g_so.params)
+    assert max(jax.tree.leaves(diff)) > 1e-3
