@@ -14,6 +14,7 @@ from metax._src.base import MetaParams as MetaParams
 from metax._src.base import Params as Params
 from metax._src.base import Task as Task
 from metax._src.base import TaskAux as TaskAux
+from metax._src.baselines import pretrain as pretrain
 from metax._src.maml import maml as maml
 from metax._src.maml import maml_pp as maml_pp
 from metax._src.meta_step import StepInfo as StepInfo
@@ -45,6 +46,7 @@ __all__ = [
     "meta_step",
     "msl_weights",
     "per_step_rates",
+    "pretrain",
     "reptile",
     "scale_by_learned_lr",
 ]

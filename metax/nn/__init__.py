@@ -1,0 +1,5 @@
+"""Flax backbones for meta-learning."""
+
+from metax.nn.mlp import MLP as MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,76 @@
+"""Orbax checkpoints of a training run: atomic, resumable, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not match the run."""
+
+
+class Checkpointer:
+    """Saves and restores the full training state under ``directory``.
+
+    Orbax writes each step to a temporary directory and renames it when complete,
+    so a crash mid-save never corrupts the latest good checkpoint.
+
+    Args:
+      directory: where the step directories live.
+      max_to_keep: how many recent checkpoints to keep.
+    """
+
+    def __init__(self, directory: str | Path, *, max_to_keep: int = 3):
+        self.directory = Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        """The step of the newest complete checkpoint, or ``None``."""
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any) -> None:
+        """Saves ``state`` at ``step`` and waits until it is on disk.
+
+        Raises:
+          CheckpointError: if ``state`` holds a NaN or infinity (a diverged run never
+            replaces a good checkpoint).
+        """
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+            arr = np.asarray(leaf)
+            if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+                raise CheckpointError(
+                    f"refusing to checkpoint step {step}: {jax.tree_util.keystr(path)} is not finite; "
+                    f"the last good checkpoint (step {self.latest_step()}) is kept."
+                )
+        self._manager.save(step, args=ocp.args.StandardSave(state))
+        self._manager.wait_until_finished()
+
+    def restore(self, abstract_state: Any, step: int | None = None) -> Any:
+        """Restores the checkpoint at ``step`` (default: latest) into ``abstract_state``'s structure.
+
+        Raises:
+          CheckpointError: if there is no checkpoint or it cannot be read.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint found in {self.directory}")
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        try:
+            return self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        except Exception as e:  # orbax raises many types for unreadable files
+            raise CheckpointError(
+                f"cannot read the checkpoint at step {step} in {self.directory}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+
+    def close(self) -> None:
+        """Waits for pending writes and releases the manager."""
+        self._manager.close()

@@ -1,0 +1,143 @@
+"""The generic meta-training loop: jitted step, logging, validation, checkpoints, resume."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metax._src.base import MetaParams
+from metax.train.checkpoint import Checkpointer
+from metax.train.metrics import MetricsLog
+
+
+class TrainState(NamedTuple):
+    """Everything a run needs to continue exactly: the RNG is derived from ``step``."""
+
+    meta_params: MetaParams
+    opt_state: optax.OptState
+    step: jax.Array
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The meta-training loss became NaN or infinite."""
+
+
+def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
+    """Creates or checks the run directory; an existing run is never silently overwritten.
+
+    Args:
+      out: the run directory.
+      resume: continue the run already in ``out``.
+      overwrite: delete an existing run in ``out`` first.
+
+    Returns:
+      The directory as a ``Path``.
+
+    Raises:
+      FileExistsError: ``out`` holds files and neither ``resume`` nor ``overwrite``.
+      FileNotFoundError: ``resume`` but ``out`` holds no run.
+      PermissionError: ``out`` cannot be written.
+    """
+    out = Path(out)
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other.")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a directory.")
+    if resume:
+        if not (out / "config.json").is_file():
+            raise FileNotFoundError(f"cannot resume: {out} holds no metax run (no config.json).")
+        return out
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"output directory {out} already exists and is not empty; pass --resume to "
+                "continue that run or --overwrite to replace it."
+            )
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"cannot write to output directory {out}: {e.strerror or e}") from e
+    return out
+
+
+def fit(
+    state: TrainState,
+    step_for: Callable[[int], Callable[[TrainState], tuple[TrainState, Any]]],
+    *,
+    num_steps: int,
+    checkpointer: Checkpointer,
+    metrics: MetricsLog,
+    log_every: int,
+    checkpoint_every: int,
+    validate: Callable[[TrainState], dict[str, float]] | None = None,
+    validate_every: int = 0,
+    progress: bool = True,
+) -> TrainState:
+    """Runs meta-steps from ``state.step`` up to ``num_steps``.
+
+    ``step_for(i)`` returns the step function for meta-step ``i`` (usually always the
+    same one; MAML++'s derivative-order annealing switches between two). Step
+    functions must be jitted by the caller and derive their randomness from
+    ``state.step``, so that a resumed run repeats exactly what an uninterrupted one
+    does. The loss is read back only every ``log_every`` steps (dispatch stays
+    asynchronous in between) and checked for NaN/inf then; a checkpoint is written
+    every ``checkpoint_every`` steps and at the end.
+
+    Raises:
+      NonFiniteLossError: the loss became NaN or infinite; the last good checkpoint
+        is kept.
+    """
+    start = int(state.step)
+    bar = _progress_bar(start, num_steps, enabled=progress)
+    tic, tic_step = time.perf_counter(), start
+    for i in range(start, num_steps):
+        state, info = step_for(i)(state)
+        done = i + 1
+        if done % log_every == 0 or done == num_steps:
+            loss = float(info.loss)
+            now = time.perf_counter()
+            rate = (done - tic_step) / max(now - tic, 1e-9)
+            tic, tic_step = now, done
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"meta-training loss is {loss} at step {done}; the last good checkpoint "
+                    f"(step {checkpointer.latest_step()}) in {checkpointer.directory} is kept. "
+                    "Lower the learning rates or check the data."
+                )
+            metrics.write({"step": done, "loss": loss, "steps_per_sec": round(rate, 2)})
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.0f}")
+        if validate is not None and validate_every and done % validate_every == 0:
+            metrics.write({"step": done, **validate(state)})
+        if done % checkpoint_every == 0 or done == num_steps:
+            checkpointer.save(done, state)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return state
+
+
+def _progress_bar(start: int, total: int, *, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, mininterval=0.5)
+
+
+def abstract_like(state: TrainState) -> TrainState:
+    """Shape/dtype skeleton of ``state`` (the restore target)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), state)

@@ -1,0 +1,164 @@
+"""The metax command: kill and resume, bad input, never overwriting a run."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from metax.train import sinusoid as sin
+
+FAST = [
+    "--meta-batch",
+    "5",
+    "--hidden",
+    "16,16",
+    "--eval-tasks",
+    "50",
+    "--eval-every",
+    "0",
+    "--log-every",
+    "500",
+    "--no-progress",
+]
+
+
+def metax(*args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "metax.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+
+
+def checkpoint_steps(run: Path) -> list[int]:
+    ckpt = run / "checkpoints"
+    if not ckpt.exists():
+        return []
+    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+    steps = 12_000
+    args = ["train", "sinusoid", "--steps", steps, "--checkpoint-every", 1_000, *FAST]
+    reference = tmp_path / "reference"
+    assert metax(*args, "--out", reference).returncode == 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metax.cli", *map(str, args), "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not [s for s in checkpoint_steps(killed) if s >= 2_000]:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    reached = max(checkpoint_steps(killed))
+    assert 2_000 <= reached < steps, f"kill came too late or too early (checkpoint {reached})"
+    assert not (killed / "results.json").exists()
+
+    resumed = metax(*args, "--out", killed, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    _, _, want = sin.load_run(reference)
+    _, _, got = sin.load_run(killed)
+    jax.tree.map(np.testing.assert_array_equal, want, got)  # bit for bit
+    steps_logged = [
+        r["step"] for r in map(json.loads, (killed / "metrics.jsonl").read_text().splitlines())
+    ]
+    assert steps_logged == sorted(set(steps_logged)), "metrics of the resumed run repeat steps"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--shots", "0"], "--shots: must be >= 1, got 0"),
+        (["--steps", "-5"], "--steps: must be >= 1, got -5"),
+        (["--inner-steps", "-1"], "--inner-steps: must be >= 1, got -1"),
+        (["--algo", "magic"], "invalid choice: 'magic'"),
+        (["--inner-lr", "nan"], "--inner-lr: must be a positive finite number, got nan"),
+        (["--hidden", "40,x"], "expected comma-separated widths"),
+    ],
+)
+def test_bad_flags_exit_non_zero_naming_the_value(tmp_path, flags, message):
+    result = metax("train", "sinusoid", "--out", tmp_path / "run", *flags)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_out_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = metax("train", "sinusoid", "--steps", "10", "--out", blocker / "run", *FAST)
+    assert result.returncode == 1
+    assert f"cannot write to output directory {blocker / 'run'}" in result.stderr
+
+
+def test_existing_output_is_never_silently_overwritten(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "precious.txt").write_text("keep me")
+    result = metax("train", "sinusoid", "--steps", "10", "--out", run, *FAST)
+    assert result.returncode == 1
+    assert "already exists and is not empty" in result.stderr and "--overwrite" in result.stderr
+    assert (run / "precious.txt").read_text() == "keep me"
+
+
+def test_eval_of_missing_or_corrupt_checkpoint(tmp_path):
+    result = metax("eval", tmp_path / "nothing")
+    assert result.returncode == 1 and "no run configuration" in result.stderr
+
+    run = tmp_path / "run"
+    assert (
+        metax(
+            "train", "sinusoid", "--steps", "20", "--checkpoint-every", "10", "--out", run, *FAST
+        ).returncode
+        == 0
+    )
+    ok = metax("eval", run, "--eval-tasks", "20")
+    assert ok.returncode == 0 and "MSE after  1 step(s)" in ok.stdout
+    assert json.loads((run / "eval.json").read_text())["num_tasks"] == 20
+
+    for path in (run / "checkpoints").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    result = metax("eval", run)
+    assert result.returncode == 1
+    assert "cannot read the checkpoint at step 20" in result.stderr
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text((run / "config.json").read_text())
+    result = metax("eval", empty)
+    assert result.returncode == 1 and "no checkpoint found" in result.stderr
+
+
+def test_diverging_training_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    result = metax(
+        "train",
+        "sinusoid",
+        "--steps",
+        "2000",
+        "--inner-lr",
+        "1e30",
+        "--log-every",
+        "10",
+        "--checkpoint-every",
+        "10",
+        "--out",
+        run,
+        *FAST[:-5],
+        "--no-progress",
+    )
+    assert result.returncode == 1
+    assert "meta-training loss is nan at step 10" in result.stderr, result.stderr
+    assert "the last good checkpoint (step None)" in result.stderr
