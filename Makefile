@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m metax.demo
+	$(VENV)/bin/metax train sinusoid --algo maml --shots 10 --out runs/demo --overwrite
 
 lint: $(STAMP)
 	$(PY) -m ruff check metax tests benchmarks notebooks
