@@ -100,6 +100,52 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     sin.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    from metax.train.omniglot import ALGOS as OMNIGLOT_ALGOS
+    from metax.train.omniglot import SPLITS, OmniglotConfig
+
+    o = OmniglotConfig
+    omni = families.add_parser("omniglot", help="N-way K-shot Omniglot classification (Conv-4)")
+    omni.add_argument("--data", default=o.data, help="Omniglot npz, PNG folder/zip, or 'tfds'")
+    omni.add_argument("--split", choices=SPLITS, default=o.split)
+    omni.add_argument("--algo", choices=OMNIGLOT_ALGOS, default=o.algo)
+    omni.add_argument("--ways", type=_positive_int, default=o.ways)
+    omni.add_argument("--shots", type=_positive_int, default=o.shots)
+    omni.add_argument(
+        "--queries",
+        type=_positive_int,
+        default=o.queries,
+        help="query examples per class (training)",
+    )
+    omni.add_argument("--eval-queries", type=_positive_int, default=o.eval_queries)
+    omni.add_argument("--inner-steps", type=_positive_int, default=o.inner_steps)
+    omni.add_argument("--eval-inner-steps", type=_positive_int, default=o.eval_inner_steps)
+    omni.add_argument("--inner-lr", type=_positive_float, default=o.inner_lr)
+    omni.add_argument("--outer-lr", type=_positive_float, default=o.outer_lr)
+    omni.add_argument("--meta-batch", type=_positive_int, default=o.meta_batch)
+    omni.add_argument(
+        "--chunk-size", type=_positive_int, default=None, help="tasks per chunk (bounds memory)"
+    )
+    omni.add_argument("--steps", type=_positive_int, default=o.steps)
+    omni.add_argument("--features", type=_positive_int, default=o.features)
+    omni.add_argument("--bn-policy", choices=("auto", "batch", "per_step"), default=o.bn_policy)
+    omni.add_argument(
+        "--conv-strategy", choices=("auto", "patches", "xla"), default=o.conv_strategy
+    )
+    omni.add_argument("--seed", type=int, default=o.seed)
+    omni.add_argument("--log-every", type=_positive_int, default=o.log_every)
+    omni.add_argument(
+        "--eval-every", type=_non_negative_int, default=o.eval_every, help="0 disables"
+    )
+    omni.add_argument("--checkpoint-every", type=_positive_int, default=o.checkpoint_every)
+    omni.add_argument("--val-episodes", type=_positive_int, default=o.val_episodes)
+    omni.add_argument("--test-episodes", type=_positive_int, default=o.test_episodes)
+    omni.add_argument("--first-order-epochs", type=_non_negative_int, default=o.first_order_epochs)
+    omni.add_argument("--out", type=Path, required=True, help="run directory")
+    omode = omni.add_mutually_exclusive_group()
+    omode.add_argument("--resume", action="store_true", help="continue the run in --out")
+    omode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    omni.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     ev = commands.add_parser("eval", help="evaluate a saved run on fresh test tasks")
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--eval-tasks", type=_positive_int, default=None)
@@ -137,9 +183,31 @@ def _train_sinusoid(args: argparse.Namespace) -> dict:
     )
 
 
-def _eval(args: argparse.Namespace) -> dict:
-    from metax.train import sinusoid
+def _train_omniglot(args: argparse.Namespace) -> dict:
+    from metax.train import omniglot
 
+    names = [f.name for f in dataclasses.fields(omniglot.OmniglotConfig)]
+    config = omniglot.OmniglotConfig(**{n: getattr(args, n) for n in names if hasattr(args, n)})
+    return omniglot.train(
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+
+
+def _eval(args: argparse.Namespace) -> dict:
+    from metax.train import omniglot, sinusoid
+
+    config_file = args.run_dir / "config.json"
+    if config_file.is_file() and '"ways"' in config_file.read_text():
+        config, problem, state = omniglot.load_run(args.run_dir)
+        overrides = {"test_episodes": args.eval_tasks, "eval_inner_steps": args.eval_steps}
+        config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v})
+        results = omniglot.evaluate_run(config, problem, state, args.run_dir)
+        (args.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+        return results
     config, problem, meta_params = sinusoid.load_run(args.run_dir)
     overrides = {
         k: v for k, v in (("eval_tasks", args.eval_tasks), ("eval_steps", args.eval_steps)) if v
@@ -151,6 +219,13 @@ def _eval(args: argparse.Namespace) -> dict:
 
 
 def _report(results: dict) -> None:
+    if "test_accuracy" in results:
+        print(
+            f"{results['algo']} {results['ways']}-way {results['shots']}-shot after {results['steps_trained']} "
+            f"meta-steps: test accuracy {100 * results['test_accuracy']:.2f} +- {100 * results['ci95']:.2f}% "
+            f"(95% CI, {results['test_episodes']} episodes)"
+        )
+        return
     print(f"{results['algo']} {results['shots']}-shot on {results['num_tasks']} test tasks:")
     for k, (m, c) in enumerate(zip(results["mse"], results["ci95"], strict=True)):
         if k in (0, 1, len(results["mse"]) - 1):
@@ -167,7 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from metax.train.loop import NonFiniteLossError
 
     try:
-        results = _train_sinusoid(args) if args.command == "train" else _eval(args)
+        if args.command == "train":
+            results = _train_sinusoid(args) if args.family == "sinusoid" else _train_omniglot(args)
+        else:
+            results = _eval(args)
     except ValueError as e:  # bad values that passed the parser (config validation)
         parser.exit(2, f"metax: error: {e}\n")
     except (

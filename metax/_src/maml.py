@@ -33,10 +33,13 @@ def _gradient_learner(
     multi_step_loss: bool,
     has_aux: bool,
     stateful: bool,
+    query_loss_fn: LossFn | None,
 ) -> MetaLearner:
     """The shared body of MAML-style learners: adapt on support, score on query."""
     validation.check_num_steps(num_steps)
-    f = canonical_loss(loss_fn, has_aux=has_aux, stateful=stateful)
+    f = canonical_loss(
+        loss_fn if query_loss_fn is None else query_loss_fn, has_aux=has_aux, stateful=stateful
+    )
 
     def init(params: Params) -> MetaParams:
         return MetaParams(params=params, hparams=init_hparams(params))
@@ -134,6 +137,7 @@ def maml(
     multi_step_loss: bool = False,
     has_aux: bool = False,
     stateful: bool = False,
+    query_loss_fn: LossFn | None = None,
 ) -> MetaLearner:
     """Model-Agnostic Meta-Learning (Finn et al., 2017), exact or first order.
 
@@ -153,6 +157,9 @@ def maml(
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
       stateful: ``loss_fn(params, state, batch, step)`` threads model state; pass
         ``state=`` to ``loss`` and ``adapt``.
+      query_loss_fn: scores the query set instead of ``loss_fn`` (same form), e.g. a
+        model in evaluation mode that normalises the query with the support set's
+        batch-norm statistics held in the state.
 
     Returns:
       A :class:`metax.MetaLearner`.
@@ -178,6 +185,7 @@ def maml(
         multi_step_loss=multi_step_loss,
         has_aux=has_aux,
         stateful=stateful,
+        query_loss_fn=query_loss_fn,
     )
 
 
@@ -192,6 +200,7 @@ def maml_pp(
     multi_step_loss: bool = True,
     has_aux: bool = False,
     stateful: bool = False,
+    query_loss_fn: LossFn | None = None,
 ) -> MetaLearner:
     """MAML++ (Antoniou et al., 2019): learned per-layer per-step rates and multi-step loss.
 
@@ -218,6 +227,7 @@ def maml_pp(
       multi_step_loss: score the query set after every step (MSL).
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
       stateful: ``loss_fn(params, state, batch, step)`` threads model state.
+      query_loss_fn: scores the query set instead of ``loss_fn`` (same form).
 
     Returns:
       A :class:`metax.MetaLearner`.
@@ -232,4 +242,5 @@ def maml_pp(
         multi_step_loss=multi_step_loss,
         has_aux=has_aux,
         stateful=stateful,
+        query_loss_fn=query_loss_fn,
     )

@@ -28,6 +28,7 @@ def reptile(
     num_steps: int,
     has_aux: bool = False,
     stateful: bool = False,
+    query_loss_fn: LossFn | None = None,
 ) -> MetaLearner:
     """Reptile: move the initialisation towards the task-adapted parameters.
 
@@ -45,6 +46,7 @@ def reptile(
       num_steps: inner steps per task.
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
       stateful: ``loss_fn(params, state, batch, step)`` threads model state.
+      query_loss_fn: scores the (monitoring) query set instead of ``loss_fn``.
 
     Returns:
       A :class:`metax.MetaLearner`.
@@ -59,7 +61,9 @@ def reptile(
       -2.0
     """
     validation.check_num_steps(num_steps)
-    f = canonical_loss(loss_fn, has_aux=has_aux, stateful=stateful)
+    f = canonical_loss(
+        loss_fn if query_loss_fn is None else query_loss_fn, has_aux=has_aux, stateful=stateful
+    )
 
     def init(params: Params) -> MetaParams:
         return MetaParams(params=params, hparams=None)

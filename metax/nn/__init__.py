@@ -1,5 +1,9 @@
 """Flax backbones for meta-learning."""
 
+from metax.nn.batchnorm import BN_POLICIES as BN_POLICIES
+from metax.nn.batchnorm import StepBatchNorm as StepBatchNorm
+from metax.nn.conv import Conv3x3 as Conv3x3
+from metax.nn.conv4 import Conv4 as Conv4
 from metax.nn.mlp import MLP as MLP
 
-__all__ = ["MLP"]
+__all__ = ["BN_POLICIES", "MLP", "Conv3x3", "Conv4", "StepBatchNorm"]

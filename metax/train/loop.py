@@ -19,11 +19,16 @@ from metax.train.metrics import MetricsLog
 
 
 class TrainState(NamedTuple):
-    """Everything a run needs to continue exactly: the RNG is derived from ``step``."""
+    """Everything a run needs to continue exactly: the RNG is derived from ``step``.
+
+    ``model_state`` holds non-learned model state (per-step batch-norm statistics),
+    ``None`` for stateless models.
+    """
 
     meta_params: MetaParams
     opt_state: optax.OptState
     step: jax.Array
+    model_state: Any = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -84,6 +89,7 @@ def fit(
     validate: Callable[[TrainState], dict[str, float]] | None = None,
     validate_every: int = 0,
     progress: bool = True,
+    log_extra: Callable[[Any], dict[str, float]] | None = None,
 ) -> TrainState:
     """Runs meta-steps from ``state.step`` up to ``num_steps``.
 
@@ -92,8 +98,9 @@ def fit(
     functions must be jitted by the caller and derive their randomness from
     ``state.step``, so that a resumed run repeats exactly what an uninterrupted one
     does. The loss is read back only every ``log_every`` steps (dispatch stays
-    asynchronous in between) and checked for NaN/inf then; a checkpoint is written
-    every ``checkpoint_every`` steps and at the end.
+    asynchronous in between) and checked for NaN/inf then, with ``log_extra(info)``'s
+    values beside it; a checkpoint is written every ``checkpoint_every`` steps and at
+    the end.
 
     Raises:
       NonFiniteLossError: the loss became NaN or infinite; the last good checkpoint
@@ -116,7 +123,8 @@ def fit(
                     f"(step {checkpointer.latest_step()}) in {checkpointer.directory} is kept. "
                     "Lower the learning rates or check the data."
                 )
-            metrics.write({"step": done, "loss": loss, "steps_per_sec": round(rate, 2)})
+            extra = log_extra(info) if log_extra is not None else {}
+            metrics.write({"step": done, "loss": loss, "steps_per_sec": round(rate, 2), **extra})
             if bar is not None:
                 bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.0f}")
         if validate is not None and validate_every and done % validate_every == 0:

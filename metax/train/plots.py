@@ -37,6 +37,31 @@ def loss_curve(records: list[dict[str, Any]], path: str | Path, *, title: str = 
     plt.close(fig)
 
 
+def classification_curve(
+    records: list[dict[str, Any]], path: str | Path, *, title: str = ""
+) -> None:
+    """Meta-training loss, training-query accuracy and validation accuracy against meta-steps."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    train = [(r["step"], r["loss"], r.get("train_accuracy")) for r in records if "loss" in r]
+    val = [(r["step"], r["val_accuracy"]) for r in records if "val_accuracy" in r]
+    if train:
+        steps, losses, accs = zip(*train, strict=True)
+        ax_loss.plot(steps, losses, lw=0.8)
+        if all(a is not None for a in accs):
+            ax_acc.plot(steps, accs, lw=0.8, alpha=0.6, label="meta-training query accuracy")
+    if val:
+        ax_acc.plot(*zip(*val, strict=True), "o-", label="validation accuracy (after fine-tuning)")
+    ax_loss.set(yscale="log", xlabel="meta-step", ylabel="meta-training loss")
+    ax_acc.set(xlabel="meta-step", ylabel="accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    ax_acc.legend(loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def sinusoid_fits(
     config, problem, meta_params, path: str | Path, *, title: str = "", num_tasks: int = 4
 ) -> None:

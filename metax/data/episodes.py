@@ -1,0 +1,105 @@
+"""On-device N-way K-shot episode sampling with ``jax.random``.
+
+The class pool lives on the device as ``uint8 [classes, drawers, H, W]`` (28x28
+Omniglot is ~25 MB), and episodes are drawn inside the jitted meta-step: one XLA
+program per meta-step, no host work.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metax._src.base import Task
+
+
+class EpisodeSpec(NamedTuple):
+    """Shape of an episode.
+
+    Attributes:
+      ways: classes per episode (N).
+      shots: support examples per class (K).
+      queries: query examples per class.
+      rotate: treat each class rotated by 0, 90, 180, 270 degrees as four classes
+        (Omniglot's augmentation of meta-training classes; off for val/test).
+    """
+
+    ways: int
+    shots: int
+    queries: int
+    rotate: bool = False
+
+
+def check_episode_spec(
+    spec: EpisodeSpec, num_classes: int, num_drawers: int, *, name: str = "pool"
+) -> None:
+    """Raises a ValueError, before anything is compiled, if ``spec`` cannot be sampled."""
+    for field in ("ways", "shots", "queries"):
+        value = getattr(spec, field)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{field} must be a positive integer, got {value!r}.")
+    pool = num_classes * (4 if spec.rotate else 1)
+    if spec.ways > pool:
+        raise ValueError(
+            f"ways={spec.ways} is more than the {pool} classes of the {name} "
+            f"({num_classes} characters{' x 4 rotations' if spec.rotate else ''})."
+        )
+    if spec.shots + spec.queries > num_drawers:
+        raise ValueError(
+            f"shots + queries = {spec.shots} + {spec.queries} = {spec.shots + spec.queries} is more than "
+            f"the {num_drawers} examples per class of the {name}."
+        )
+
+
+def sample_episode(key: jax.Array, images: jax.Array, spec: EpisodeSpec) -> Task:
+    """Draws one episode from ``images`` (``uint8 [classes, drawers, H, W]``).
+
+    Classes are distinct within the episode (drawn without replacement); each class
+    gets ``shots + queries`` distinct drawers, the first ``shots`` for the support
+    set; labels ``0..ways-1`` go to the classes in their (random) drawing order, so
+    the class-to-label map is a fresh random permutation every episode.
+
+    Returns:
+      A :class:`metax.Task`; ``support`` is ``{"x": float32 [ways*shots, H, W, 1] in
+      [0, 1], "y": int32 [ways*shots]}``, ``query`` likewise with ``ways*queries``.
+    """
+    num_classes, num_drawers = images.shape[:2]
+    k_cls, k_draw = jax.random.split(key)
+    pool = num_classes * (4 if spec.rotate else 1)
+    picked = jax.random.choice(k_cls, pool, (spec.ways,), replace=False)
+    cls, rot = picked % num_classes, picked // num_classes
+    n = spec.shots + spec.queries
+    drawers = jax.vmap(lambda k: jax.random.permutation(k, num_drawers)[:n])(
+        jax.random.split(k_draw, spec.ways)
+    )
+    x = images[cls[:, None], drawers].astype(jnp.float32) / 255.0  # [ways, n, H, W]
+    if spec.rotate:
+        x = jax.vmap(_rotate)(x, rot)
+    y = jnp.broadcast_to(jnp.arange(spec.ways, dtype=jnp.int32)[:, None], (spec.ways, n))
+
+    def part(lo, hi):
+        xs = x[:, lo:hi].reshape((-1, *x.shape[2:], 1))
+        return {"x": xs, "y": y[:, lo:hi].reshape(-1)}
+
+    return Task(support=part(0, spec.shots), query=part(spec.shots, n))
+
+
+def _rotate(x: jax.Array, k: jax.Array) -> jax.Array:
+    """Rotates ``[..., H, W]`` images by ``k * 90`` degrees (``k`` traced)."""
+    return jax.lax.switch(k, [lambda a, r=r: jnp.rot90(a, r, axes=(-2, -1)) for r in range(4)], x)
+
+
+def sample_episodes(key: jax.Array, images: jax.Array, spec: EpisodeSpec, num_tasks: int) -> Task:
+    """``num_tasks`` independent episodes stacked on a leading task axis.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> pool = jnp.zeros((30, 20, 28, 28), jnp.uint8)
+      >>> t = sample_episodes(jax.random.key(0), pool, EpisodeSpec(5, 1, 15), 4)
+      >>> t.support["x"].shape, t.query["y"].shape
+      ((4, 5, 28, 28, 1), (4, 75))
+    """
+    return jax.vmap(lambda k: sample_episode(k, images, spec))(jax.random.split(key, num_tasks))

@@ -1,0 +1,381 @@
+"""Omniglot as in-memory arrays, from an npz, PNG folders (or their zip) or TFDS.
+
+Every source ends in the same :class:`Omniglot`: ``images`` of shape
+``[classes, drawers, size, size]`` as uint8 with **ink = 255, background = 0** (the
+polarity conversion lives in :func:`ink_from_white_background`, the only place
+that knows the sources store white background as True/1), plus per-class
+metadata. Resizing to ``size x size`` (28 by default) happens once per source and
+is cached as an npz.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import socket
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+NPZ_KEYS = ("images", "char_id", "alphabet", "alphabet_names", "is_background")
+_CHAR_DIR = re.compile(r"^character(\d+)$")
+
+
+class Omniglot(NamedTuple):
+    """Omniglot characters as arrays.
+
+    Attributes:
+      images: ``uint8 [classes, drawers, size, size]``, ink 255, background 0.
+      alphabet: ``int [classes]`` index into ``alphabet_names``.
+      alphabet_names: the alphabet names.
+      char_id: ``int [classes]`` the global 1-based character id (TFDS label + 1).
+      is_background: ``bool [classes]`` Lake et al.'s background (True) / evaluation set.
+    """
+
+    images: np.ndarray
+    alphabet: np.ndarray
+    alphabet_names: tuple[str, ...]
+    char_id: np.ndarray
+    is_background: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        """Number of characters."""
+        return self.images.shape[0]
+
+    def subset(self, classes: np.ndarray) -> Omniglot:
+        """The characters at indices ``classes``."""
+        classes = np.asarray(classes)
+        return self._replace(
+            images=self.images[classes],
+            alphabet=self.alphabet[classes],
+            char_id=self.char_id[classes],
+            is_background=self.is_background[classes],
+        )
+
+
+def ink_from_white_background(white: np.ndarray) -> np.ndarray:
+    """Converts images whose background is white (True / 1 / 255) to ink-is-high floats in [0, 1].
+
+    The npz stores bool with True = background, TFDS uint8 {0, 1} with 1 = background, the
+    PNGs 1-bit with white background: all go through here.
+    """
+    white = np.asarray(white)
+    top = 1.0 if white.dtype == bool or white.max() <= 1 else 255.0
+    return 1.0 - white.astype(np.float32) / top
+
+
+def resize_ink(ink: np.ndarray, size: int) -> np.ndarray:
+    """Area-resizes ``[..., H, W]`` ink images in [0, 1] to ``size x size`` uint8 (ink 255)."""
+    import jax
+    import jax.numpy as jnp
+
+    lead, (h, w) = ink.shape[:-2], ink.shape[-2:]
+    flat = ink.reshape((-1, h, w))
+    out = []
+    for start in range(0, flat.shape[0], 4096):  # bounded memory
+        chunk = jnp.asarray(flat[start : start + 4096])
+        small = jax.image.resize(chunk, (chunk.shape[0], size, size), "linear", antialias=True)
+        out.append(np.asarray(jnp.clip(jnp.round(small * 255.0), 0, 255).astype(jnp.uint8)))
+    return np.concatenate(out).reshape((*lead, size, size))
+
+
+def _cache_path(tag: str, size: int, cache_dir: str | Path | None) -> Path:
+    root = Path(cache_dir or os.environ.get("METAX_CACHE", Path.home() / ".cache" / "metax"))
+    return root / f"omniglot-{tag}-{size}px.npz"
+
+
+def _source_tag(path: Path) -> str:
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _save_cache(path: Path, data: Omniglot) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        images=data.images,
+        alphabet=data.alphabet,
+        char_id=data.char_id,
+        is_background=data.is_background,
+        alphabet_names=np.asarray(data.alphabet_names),
+    )
+    tmp.replace(path)  # atomic: a crash never leaves a half-written cache
+
+
+def _load_cache(path: Path) -> Omniglot | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as f:
+            return Omniglot(
+                f["images"],
+                f["alphabet"],
+                tuple(str(a) for a in f["alphabet_names"]),
+                f["char_id"],
+                f["is_background"],
+            )
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None  # a damaged cache is rebuilt
+
+
+def load_npz(path: str | Path, *, size: int = 28, cache_dir: str | Path | None = None) -> Omniglot:
+    """Loads the ``omniglot_105.npz`` layout (see ``shared/data/omniglot/README.md``).
+
+    Args:
+      path: the npz with keys ``images`` (bool ``[C, D, H, W]``, True = white background),
+        ``char_id``, ``alphabet``, ``alphabet_names``, ``is_background``.
+      size: output side length.
+      cache_dir: where the resized copy is cached (default ``$METAX_CACHE`` or
+        ``~/.cache/metax``).
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: a missing key or a wrongly shaped array, named.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no Omniglot npz at {path}")
+    cache = _cache_path(_source_tag(path), size, cache_dir)
+    cached = _load_cache(cache)
+    if cached is not None:
+        return cached
+    try:
+        f = np.load(path)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable npz file: {e}") from e
+    with f:
+        missing = [k for k in NPZ_KEYS if k not in f.files]
+        if missing:
+            raise ValueError(
+                f"{path} lacks the keys {missing}; expected {list(NPZ_KEYS)} "
+                f"(images bool [classes, drawers, H, W], True = background); found {f.files}."
+            )
+        images = f["images"]
+        if images.ndim != 4:
+            raise ValueError(
+                f"{path}: images must be [classes, drawers, H, W], got shape {images.shape}."
+            )
+        data = Omniglot(
+            images=resize_ink(ink_from_white_background(images), size),
+            alphabet=f["alphabet"].astype(np.int32),
+            alphabet_names=tuple(str(a) for a in f["alphabet_names"]),
+            char_id=f["char_id"].astype(np.int32),
+            is_background=f["is_background"].astype(bool),
+        )
+    _save_cache(cache, data)
+    return data
+
+
+def _png_entries(root: Path) -> tuple[dict[tuple[str, int], list[tuple[str, bytes]]], str]:
+    """Collects ``{(alphabet, character): [(name, png bytes), ...]}`` from a folder or zip."""
+    entries: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
+
+    def add(parts: list[str], name: str, read) -> None:
+        if len(parts) < 3 or not parts[-1].lower().endswith(".png"):
+            return
+        match = _CHAR_DIR.match(parts[-2])
+        if match is None:
+            return
+        entries.setdefault((parts[-3], int(match.group(1))), []).append((name, read()))
+
+    if root.is_file() and zipfile.is_zipfile(root):
+        with zipfile.ZipFile(root) as z:
+            for info in z.infolist():
+                if not info.is_dir():
+                    add(
+                        info.filename.split("/"),
+                        f"{root}:{info.filename}",
+                        lambda i=info: z.read(i),
+                    )
+        return entries, "zip"
+    if not root.is_dir():
+        raise FileNotFoundError(f"no Omniglot folder or zip at {root}")
+    for png in sorted(root.rglob("*.png")):
+        add(list(png.relative_to(root).parts), str(png), png.read_bytes)
+    return entries, "folder"
+
+
+def _decode_png(name: str, raw: bytes) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            im.load()
+            return np.asarray(im.convert("L"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"corrupt or unreadable PNG: {name} ({e})") from e
+
+
+def load_png_folders(
+    roots: str | Path | Iterable[str | Path], *, size: int = 28, cache_dir: str | Path | None = None
+) -> Omniglot:
+    """Loads ``<Alphabet>/characterNN/*.png`` trees (the original archives' layout).
+
+    Each root may be a folder or one of the original zips (e.g.
+    ``images_background_small1.zip``). Characters appearing in several roots (Greek
+    and Latin are in both small archives) are kept once.
+
+    Args:
+      roots: one or more folders or zips.
+      size: output side length.
+      cache_dir: where the resized copy is cached.
+
+    Raises:
+      FileNotFoundError: a root is missing, or holds no ``<Alphabet>/characterNN/*.png``.
+      ValueError: a corrupt PNG, images of different sizes, or characters with
+        different numbers of drawers, naming the file.
+    """
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    if not roots:
+        raise ValueError("no Omniglot folders given.")
+    tag = hashlib.sha256(
+        "|".join(
+            _source_tag(r) if r.is_file() else str(r.resolve()) for r in roots if r.exists()
+        ).encode()
+    ).hexdigest()[:16]
+    cache = _cache_path(f"png-{tag}", size, cache_dir)
+    merged: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
+    for root in roots:
+        entries, _ = _png_entries(root)
+        if not entries:
+            raise FileNotFoundError(
+                f"{root} holds no Omniglot images; expected <Alphabet>/characterNN/*.png "
+                "(e.g. Greek/character01/0394_01.png)."
+            )
+        for key, files in entries.items():
+            merged.setdefault(key, files)
+    if all(r.is_file() for r in roots):
+        cached = _load_cache(cache)
+        if cached is not None:
+            return cached
+    keys = sorted(merged)
+    drawers = {len(merged[k]) for k in keys}
+    if len(drawers) != 1:
+        counts = {f"{a}/character{c:02d}": len(merged[(a, c)]) for a, c in keys}
+        odd = {
+            k: v for k, v in counts.items() if v != max(drawers, key=list(counts.values()).count)
+        }
+        raise ValueError(f"every character needs the same number of drawings; these differ: {odd}")
+    shape = None
+    white = []
+    for key in keys:
+        imgs = []
+        for name, raw in sorted(merged[key]):
+            img = _decode_png(name, raw)
+            if shape is None:
+                shape = img.shape
+            elif img.shape != shape:
+                raise ValueError(
+                    f"mixed image sizes: {name} is {img.shape[::-1]}, expected {shape[::-1]}."
+                )
+            imgs.append(img)
+        white.append(np.stack(imgs))
+    alphabet_names = tuple(sorted({a for a, _ in keys}))
+    data = Omniglot(
+        images=resize_ink(ink_from_white_background(np.stack(white)), size),
+        alphabet=np.asarray([alphabet_names.index(a) for a, _ in keys], np.int32),
+        alphabet_names=alphabet_names,
+        char_id=np.arange(1, len(keys) + 1, dtype=np.int32),
+        is_background=np.ones(len(keys), bool),
+    )
+    if all(r.is_file() for r in roots):
+        _save_cache(cache, data)
+    return data
+
+
+TFDS_SPLITS = ("train", "test", "small1", "small2")
+
+
+def _network_reachable(
+    host: str = "raw.githubusercontent.com", port: int = 443, timeout: float = 3.0
+) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_tfds(
+    split: str = "train",
+    *,
+    data_dir: str | Path | None = None,
+    size: int = 28,
+    download: bool = True,
+) -> Omniglot:
+    """Loads Omniglot through tensorflow-datasets (``pip install 'metax-learn[tfds]'``).
+
+    Reads with ``tfds.data_source`` (array_record files; no TensorFlow needed to read).
+    If the dataset is not prepared in ``data_dir`` it is downloaded and prepared once
+    (that step needs network and TensorFlow); with no network it fails at once
+    instead of after minutes of retries. Offline, point :func:`load_png_folders` at
+    the original zips instead.
+
+    Args:
+      split: ``train`` (background, 964 characters), ``test`` (evaluation, 659),
+        ``small1`` or ``small2``.
+      data_dir: TFDS data directory (default: TFDS's).
+      size: output side length.
+      download: allow downloading and preparing when not prepared.
+
+    Raises:
+      ImportError: tensorflow-datasets is not installed.
+      RuntimeError: not prepared and no network (or ``download=False``).
+    """
+    if split not in TFDS_SPLITS:
+        raise ValueError(f"unknown Omniglot TFDS split {split!r}; choose one of {TFDS_SPLITS}.")
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(
+            "loading Omniglot through TFDS needs tensorflow-datasets: pip install 'metax-learn[tfds]' "
+            "(or use metax.data.load_npz / load_png_folders for local files)."
+        ) from e
+    kwargs = {"file_format": "array_record"}
+    builder = tfds.builder("omniglot", data_dir=data_dir, **kwargs)
+    if not builder.is_prepared():
+        if not download or not _network_reachable():
+            raise RuntimeError(
+                f"Omniglot is not prepared in the TFDS data_dir {builder.data_dir} and "
+                + ("download=False" if not download else "the network is unreachable")
+                + "; prepare it on a machine with network, or load local files with "
+                "metax.data.load_npz(...) / load_png_folders(<the original zips>)."
+            )
+        builder.download_and_prepare()
+    source = tfds.data_source("omniglot", split=split, data_dir=data_dir, builder_kwargs=kwargs)
+    return _group_examples(source, size=size)
+
+
+def _group_examples(examples, *, size: int) -> Omniglot:
+    """Groups TFDS examples (image, label, alphabet) into ``[classes, drawers, ...]``."""
+    by_label: dict[int, list[np.ndarray]] = {}
+    alphabet_of: dict[int, int] = {}
+    for i in range(len(examples)):
+        ex = examples[i]
+        label = int(ex["label"])
+        image = np.asarray(ex["image"])
+        by_label.setdefault(label, []).append(image[..., 0] if image.ndim == 3 else image)
+        alphabet_of[label] = int(ex["alphabet"])
+    labels = sorted(by_label)
+    counts = {len(by_label[lab]) for lab in labels}
+    if len(counts) != 1:
+        raise ValueError(
+            f"TFDS Omniglot classes have different numbers of drawings: {sorted(counts)}"
+        )
+    white = np.stack([np.stack(by_label[lab]) for lab in labels])
+    alphabets = np.asarray([alphabet_of[lab] for lab in labels], np.int32)
+    return Omniglot(
+        images=resize_ink(ink_from_white_background(white), size),
+        alphabet=alphabets,
+        alphabet_names=tuple(str(a) for a in range(int(alphabets.max()) + 1)),
+        char_id=np.asarray(labels, np.int32) + 1,
+        is_background=np.ones(len(labels), bool),
+    )

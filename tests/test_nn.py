@@ -1,0 +1,133 @@
+"""Backbones: convolution strategies agree, pooling gradients, per-step batch norm."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import metax
+from metax.nn import Conv4, StepBatchNorm
+from metax.nn.conv import conv3x3_patches, conv3x3_xla, resolve_strategy
+
+
+def test_patches_convolution_equals_xla_convolution_values_and_gradients(x64):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 9, 7, 4)))
+    k = jnp.asarray(rng.normal(size=(3, 3, 4, 5)))
+    np.testing.assert_allclose(conv3x3_patches(x, k), conv3x3_xla(x, k), rtol=1e-10)
+    g1 = jax.grad(lambda a, b: jnp.sum(jnp.sin(conv3x3_patches(a, b))), argnums=(0, 1))(x, k)
+    g2 = jax.grad(lambda a, b: jnp.sum(jnp.sin(conv3x3_xla(a, b))), argnums=(0, 1))(x, k)
+    chex.assert_trees_all_close(g1, g2, rtol=1e-10)
+    # Under vmap with per-task kernels, too.
+    xs, ks = jnp.stack([x, 2 * x]), jnp.stack([k, -k])
+    np.testing.assert_allclose(
+        jax.vmap(conv3x3_patches)(xs, ks), jax.vmap(conv3x3_xla)(xs, ks), rtol=1e-10
+    )
+
+
+def test_conv_strategy_names():
+    assert resolve_strategy("auto") == ("patches" if jax.default_backend() == "cpu" else "xla")
+    with pytest.raises(ValueError, match="unknown convolution strategy 'fft'"):
+        resolve_strategy("fft")
+
+
+def test_max_pool_gradient_is_the_same_jitted_and_eager():
+    """Ties (ReLU zeros, equal pixels) must not make the jitted gradient differ."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(np.round(rng.normal(size=(4, 8, 8, 3)), 1))  # many ties
+    x = x.at[:, :2, :2].set(1.0)
+
+    def f(a):
+        return jnp.sum(nn.max_pool(nn.relu(a), (2, 2), strides=(2, 2)) ** 2)
+
+    np.testing.assert_array_equal(jax.grad(f)(x), jax.jit(jax.grad(f))(x))
+
+
+def test_conv4_strategies_give_the_same_network():
+    x = jax.random.normal(jax.random.key(0), (6, 28, 28, 1))
+    a = Conv4(num_classes=5, features=8, conv_strategy="patches")
+    b = Conv4(num_classes=5, features=8, conv_strategy="xla")
+    variables = a.init(jax.random.key(1), x)
+    np.testing.assert_allclose(a.apply(variables, x), b.apply(variables, x), rtol=1e-4, atol=1e-5)
+
+
+def test_per_step_batch_norm_parameters_and_statistics_are_per_step():
+    bn = StepBatchNorm(num_steps=3, policy="per_step", momentum=0.9)
+    x = jax.random.normal(jax.random.key(0), (16, 4)) * 3.0 + 1.0
+    variables = bn.init(jax.random.key(1), x)
+    assert variables["params"]["scale"].shape == (3, 4)
+    assert variables["batch_stats"]["mean"].shape == (3, 4)
+    stats = variables["batch_stats"]
+    for step, data in enumerate([x, 2 * x, x - 5]):
+        _, upd = bn.apply(
+            {"params": variables["params"], "batch_stats": stats},
+            data,
+            step=step,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        stats = upd["batch_stats"]
+    means = np.asarray(stats["mean"])
+    expected = [0.1 * np.mean(np.asarray(d), 0) for d in (x, 2 * x, x - 5)]
+    np.testing.assert_allclose(means, expected, rtol=1e-5, atol=1e-6)
+
+    # Evaluation normalises with the statistics of its own step; affine params per step.
+    params = {"scale": jnp.array([[1.0] * 4, [2.0] * 4, [3.0] * 4]), "bias": jnp.zeros((3, 4))}
+    probe = jnp.ones((2, 4))
+    outs = [
+        bn.apply({"params": params, "batch_stats": stats}, probe, step=s, train=False)
+        for s in range(3)
+    ]
+    for s in range(3):
+        want = (1.0 - stats["mean"][s]) / jnp.sqrt(stats["var"][s] + 1e-5) * (s + 1.0)
+        np.testing.assert_allclose(outs[s][0], want, rtol=1e-5)
+    assert not np.allclose(outs[0], outs[1])
+    # The default momentum 0 stores exactly the support batch's statistics.
+    exact = StepBatchNorm(num_steps=3, policy="per_step")
+    _, upd = exact.apply(variables, 2 * x, step=1, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(
+        upd["batch_stats"]["mean"][1], np.mean(np.asarray(2 * x), 0), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        upd["batch_stats"]["var"][1], np.var(np.asarray(2 * x), 0), rtol=1e-4
+    )
+    # Steps past the last reuse it.
+    np.testing.assert_allclose(
+        bn.apply({"params": params, "batch_stats": stats}, probe, step=7, train=False), outs[2]
+    )
+
+
+def conv4_stateful_loss(model):
+    def loss(params, state, batch, step):
+        logits, upd = model.apply(
+            {"params": params, "batch_stats": state},
+            batch["x"],
+            step=step,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), upd[
+            "batch_stats"
+        ]
+
+    return loss
+
+
+def test_query_examples_never_reach_the_per_step_statistics():
+    model = Conv4(num_classes=3, features=4, num_steps=2, bn_policy="per_step")
+    x = jax.random.normal(jax.random.key(0), (6, 28, 28, 1))
+    variables = model.init(jax.random.key(1), x)
+    learner = metax.maml_pp(conv4_stateful_loss(model), num_steps=2, init_lr=0.1, stateful=True)
+    mp = learner.init(variables["params"])
+    support = {"x": x, "y": jnp.arange(6) % 3}
+    q1 = {"x": jax.random.normal(jax.random.key(2), (6, 28, 28, 1)), "y": jnp.arange(6) % 3}
+    q2 = {"x": q1["x"] * 10 + 3, "y": q1["y"]}
+    _, a1 = learner.loss(mp, metax.Task(support, q1), state=variables["batch_stats"])
+    _, a2 = learner.loss(mp, metax.Task(support, q2), state=variables["batch_stats"])
+    chex.assert_trees_all_equal(a1.adapt.state, a2.adapt.state)
+    # Each step's statistics moved, and differently (the parameters changed between steps).
+    first = a1.adapt.state["StepBatchNorm_0"]["mean"]
+    assert np.all(np.abs(first) > 0) and not np.allclose(first[0], first[1])

@@ -1,0 +1,272 @@
+"""Omniglot data: sources agree, polarity, splits, the on-device episode sampler, bad input."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from metax.data import omniglot as om
+from metax.data.episodes import EpisodeSpec, check_episode_spec, sample_episode, sample_episodes
+from metax.data.splits import alphabet_split, maml_split
+
+SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "omniglot"
+NPZ = SHARED / "omniglot_105.npz"
+needs_data = pytest.mark.skipif(not NPZ.is_file(), reason=f"real Omniglot not found at {NPZ}")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("METAX_CACHE", str(tmp_path / "cache"))
+
+
+def test_polarity_ink_is_high_for_every_source_encoding():
+    white_bool = np.array([[True, False]])
+    white_01 = np.array([[1, 0]], np.uint8)
+    white_255 = np.array([[255, 0]], np.uint8)
+    for white in (white_bool, white_01, white_255):
+        np.testing.assert_array_equal(om.ink_from_white_background(white), [[0.0, 1.0]])
+
+
+@pytest.fixture(scope="module")
+def real():
+    if not NPZ.is_file():
+        pytest.skip(f"real Omniglot not found at {NPZ}")
+    with np.load(NPZ) as f:
+        return {
+            k: f[k] for k in ("images", "char_id", "alphabet", "is_background", "alphabet_names")
+        }
+
+
+@needs_data
+def test_npz_loads_resized_with_ink_high_and_is_cached(real, tmp_path):
+    data = om.load_npz(NPZ)
+    assert data.images.shape == (1623, 20, 28, 28) and data.images.dtype == np.uint8
+    assert data.is_background.sum() == 964
+    # Ink is sparse: most pixels of a character are background (0).
+    assert np.median(data.images) == 0 and data.images.max() == 255
+    ink_fraction = 1 - real["images"][:50].mean()
+    np.testing.assert_allclose(data.images[:50].mean() / 255, ink_fraction, rtol=0.1)
+    cached = list((tmp_path / "cache").glob("omniglot-*.npz"))
+    assert len(cached) == 1
+    again = om.load_npz(NPZ)
+    np.testing.assert_array_equal(again.images, data.images)
+
+
+@needs_data
+def test_png_zip_equals_npz_pixel_for_pixel(real):
+    zip1 = SHARED / "images_background_small1.zip"
+    data = om.load_png_folders(zip1)
+    assert data.images.shape == (136, 20, 28, 28)
+    names = [data.alphabet_names[a] for a in data.alphabet]
+    assert set(names) == {"Balinese", "Early_Aramaic", "Greek", "Korean", "Latin"}
+    # Map each PNG character to its npz row via the id in its file names: Greek starts at 394.
+    greek = [i for i, n in enumerate(names) if n == "Greek"]
+    npz = om.load_npz(NPZ)
+    np.testing.assert_array_equal(data.images[greek[0]], npz.images[393])
+
+
+def _write_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _fake_tree(root, chars=3, drawers=4, size=(20, 20)):
+    rng = np.random.default_rng(0)
+    for c in range(1, chars + 1):
+        for d in range(1, drawers + 1):
+            img = np.where(rng.random(size) < 0.1, 0, 255).astype(np.uint8)
+            _write_png(root / "Alpha" / f"character{c:02d}" / f"{c:04d}_{d:02d}.png", img)
+
+
+def test_png_folder_layout_and_its_errors(tmp_path):
+    root = tmp_path / "tree"
+    _fake_tree(root)
+    data = om.load_png_folders(root, size=10)
+    assert data.images.shape == (3, 4, 10, 10)
+
+    with pytest.raises(FileNotFoundError, match="no Omniglot folder or zip"):
+        om.load_png_folders(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"holds no Omniglot images; expected <Alphabet>/characterNN/\*\.png",
+    ):
+        om.load_png_folders(tmp_path / "empty")
+
+    corrupt = tmp_path / "corrupt"
+    _fake_tree(corrupt)
+    bad = corrupt / "Alpha" / "character02" / "0002_03.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=f"corrupt or unreadable PNG: {bad}"):
+        om.load_png_folders(corrupt)
+
+    mixed = tmp_path / "mixed"
+    _fake_tree(mixed)
+    odd = mixed / "Alpha" / "character03" / "0003_02.png"
+    _write_png(odd, np.zeros((30, 20), np.uint8))
+    with pytest.raises(ValueError, match=f"mixed image sizes: {odd} is \\(20, 30\\)"):
+        om.load_png_folders(mixed)
+
+    ragged = tmp_path / "ragged"
+    _fake_tree(ragged)
+    (ragged / "Alpha" / "character01" / "0001_04.png").unlink()
+    with pytest.raises(ValueError, match="same number of drawings"):
+        om.load_png_folders(ragged)
+
+
+def test_npz_with_wrong_keys(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, pictures=np.zeros((2, 2, 5, 5), bool))
+    with pytest.raises(ValueError, match=r"lacks the keys \['images'"):
+        om.load_npz(path)
+    with pytest.raises(FileNotFoundError, match="no Omniglot npz"):
+        om.load_npz(tmp_path / "nope.npz")
+
+
+@needs_data
+def test_tfds_path_with_mock_data_on_real_images(real, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    classes = [0, 1, 500]
+    examples = [
+        {
+            "image": np.repeat(
+                real["images"][c, d].astype(np.uint8)[..., None], 3, -1
+            ),  # 1 = white
+            "label": int(real["char_id"][c]) - 1,
+            "alphabet": int(real["alphabet"][c]),
+            "alphabet_char_id": 0,
+        }
+        for c in classes
+        for d in range(20)
+    ]
+    seen = {}
+
+    def as_data_source(self, split, **kwargs):
+        seen["split"] = split
+        return examples
+
+    monkeypatch.setattr(
+        om, "_network_reachable", lambda *a, **k: True
+    )  # mocked download is a no-op
+    with tfds.testing.mock_data(as_data_source_fn=as_data_source):
+        data = om.load_tfds("train")
+    assert seen["split"] == "train"
+    assert data.images.shape == (3, 20, 28, 28)
+    np.testing.assert_array_equal(data.char_id, [real["char_id"][c] for c in classes])
+    npz = om.load_npz(NPZ)
+    np.testing.assert_array_equal(data.images, npz.images[classes])  # same pixels, same polarity
+
+
+def test_tfds_offline_and_unprepared_fails_at_once(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets")
+    import time
+
+    monkeypatch.setattr(om, "_network_reachable", lambda *a, **k: False)
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"not prepared .* network is unreachable"):
+        om.load_tfds("train", data_dir=tmp_path)
+    assert time.perf_counter() - t0 < 30
+    with pytest.raises(ValueError, match="unknown Omniglot TFDS split 'dev'"):
+        om.load_tfds("dev")
+
+
+def test_maml_split_sizes_and_disjointness():
+    split = maml_split(1623)
+    assert (len(split.train), len(split.val), len(split.test)) == (1100, 100, 423)
+    everything = np.concatenate([split.train, split.val, split.test])
+    assert len(np.unique(everything)) == 1623
+    split.check_disjoint()
+
+
+@needs_data
+def test_alphabet_split_shares_no_alphabet():
+    data = om.load_npz(NPZ)
+    names = sorted({data.alphabet_names[a] for a in np.unique(data.alphabet[data.is_background])})
+    split = alphabet_split(data, val_alphabets=names[:5])
+    parts = [set(data.alphabet[getattr(split, p)]) for p in ("train", "val", "test")]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert len(split.test) == 659 and len(parts[2]) == 20
+    with pytest.raises(ValueError, match="unknown alphabets"):
+        alphabet_split(data, test_alphabets=["Klingon"])
+
+
+def _labelled_pool(classes=12, drawers=20):
+    """Pixel (0, 0) encodes the class, pixel (0, 1) the drawer; a corner mark shows rotation."""
+    pool = np.zeros((classes, drawers, 28, 28), np.uint8)
+    for c in range(classes):
+        for d in range(drawers):
+            pool[c, d, 0, 0] = c + 1
+            pool[c, d, 0, 1] = d + 1
+            pool[c, d, 0, 27] = 0
+    return jnp.asarray(pool)
+
+
+def test_episode_shapes_labels_distinct_classes_and_disjoint_support_query():
+    pool = _labelled_pool()
+    spec = EpisodeSpec(ways=5, shots=2, queries=3)
+    tasks = sample_episodes(jax.random.key(0), pool, spec, 50)
+    assert tasks.support["x"].shape == (50, 10, 28, 28, 1) and tasks.query["x"].shape == (
+        50,
+        15,
+        28,
+        28,
+        1,
+    )
+    orders = set()
+    for t in range(50):
+        sx = np.rint(np.asarray(tasks.support["x"][t, :, 0, :2, 0]) * 255).astype(int)
+        qx = np.rint(np.asarray(tasks.query["x"][t, :, 0, :2, 0]) * 255).astype(int)
+        sy, qy = np.asarray(tasks.support["y"][t]), np.asarray(tasks.query["y"][t])
+        classes = [set(sx[sy == k, 0]) for k in range(5)]
+        assert all(len(c) == 1 for c in classes)  # one class per label
+        assert len(set.union(*classes)) == 5  # classes distinct in an episode
+        assert all(set(qx[qy == k, 0]) == classes[k] for k in range(5))  # same label map
+        for k in range(5):
+            s_items = {tuple(r) for r in sx[sy == k]}
+            q_items = {tuple(r) for r in qx[qy == k]}
+            assert not s_items & q_items  # support and query disjoint
+            assert len(s_items) == 2 and len(q_items) == 3
+        orders.add(tuple(min(c) for c in classes))
+    assert len(orders) > 40  # label permutations vary
+
+
+def test_rotations_only_when_asked():
+    pool = np.zeros((8, 20, 28, 28), np.uint8)
+    pool[:, :, 0, 0] = 255  # a mark in the top-left corner
+    pool = jnp.asarray(pool)
+    corners = lambda x: np.asarray(x[..., [0, 0, -1, -1], [0, -1, 0, -1], 0])  # noqa: E731
+    plain = sample_episodes(jax.random.key(1), pool, EpisodeSpec(5, 1, 1), 20)
+    assert np.all(corners(plain.support["x"])[..., 0] == 1.0)
+    rotated = sample_episodes(jax.random.key(1), pool, EpisodeSpec(5, 1, 1, rotate=True), 20)
+    where = np.argmax(corners(rotated.support["x"]), axis=-1)
+    assert len(np.unique(where)) == 4  # all four rotations occur
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        (EpisodeSpec(13, 1, 1), "ways=13 is more than the 12 classes"),
+        (EpisodeSpec(5, 10, 11), r"shots \+ queries = 10 \+ 11 = 21 is more than the 20 examples"),
+        (EpisodeSpec(0, 1, 1), "ways must be a positive integer, got 0"),
+    ],
+)
+def test_impossible_episodes_are_refused(spec, match):
+    with pytest.raises(ValueError, match=match):
+        check_episode_spec(spec, 12, 20)
+
+
+def test_episode_sampling_is_one_program():
+    import chex
+
+    pool = _labelled_pool()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def draw(key):
+        return sample_episode(key, pool, EpisodeSpec(5, 1, 2, rotate=True))
+
+    for i in range(3):
+        draw(jax.random.key(i))
