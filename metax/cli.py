@@ -146,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     omode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     omni.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    lake = commands.add_parser(
+        "eval-lake", help="Lake et al.'s 20-run one-shot protocol on a saved Omniglot run"
+    )
+    lake.add_argument("runs_dir", type=Path, help="folder with run01..run20")
+    lake.add_argument(
+        "--checkpoint", type=Path, required=True, help="an Omniglot run directory (20-way 1-shot)"
+    )
+
     ev = commands.add_parser("eval", help="evaluate a saved run on fresh test tasks")
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--eval-tasks", type=_positive_int, default=None)
@@ -219,6 +227,13 @@ def _eval(args: argparse.Namespace) -> dict:
 
 
 def _report(results: dict) -> None:
+    if "error_rate" in results:
+        for run, err in results["runs"].items():
+            print(f"  {run}: error {100 * err:.1f}%")
+        print(
+            f"Lake one-shot protocol, {len(results['runs'])} runs: error rate {100 * results['error_rate']:.2f}%"
+        )
+        return
     if "test_accuracy" in results:
         print(
             f"{results['algo']} {results['ways']}-way {results['shots']}-shot after {results['steps_trained']} "
@@ -244,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             results = _train_sinusoid(args) if args.family == "sinusoid" else _train_omniglot(args)
+        elif args.command == "eval-lake":
+            from metax.train.lake import evaluate_lake
+
+            results = evaluate_lake(args.runs_dir, args.checkpoint)
         else:
             results = _eval(args)
     except ValueError as e:  # bad values that passed the parser (config validation)

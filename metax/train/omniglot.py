@@ -330,22 +330,52 @@ def initial_state(config: OmniglotConfig, problem: Problem) -> TrainState:
     return TrainState(meta_params, problem.outer_opt.init(meta_params), jnp.int32(0), model_state)
 
 
+def make_episode_scorer(config: OmniglotConfig, problem: Problem) -> Callable:
+    """``score(meta_params, model_state, task) -> (query logits, query accuracy)``, traceable.
+
+    Fine-tunes for ``eval_inner_steps`` SGD steps (MAML++: learned rates) on the
+    support set, then scores the query. With the per-step policy the query is
+    normalised with the support statistics of the last step (``train=False``),
+    exactly as in meta-training; with the batch policy, with its own statistics.
+    """
+    support_loss = cross_entropy_loss(problem.model, train=True, stateful=problem.stateful)
+    steps = config.eval_inner_steps
+
+    def score(meta_params, model_state, task):
+        rates = fine_tuning_rates(meta_params, steps, default_lr=config.inner_lr)
+        adapted, info = metax.adapt(
+            support_loss,
+            meta_params.params,
+            task.support,
+            metax.scale_by_learned_lr(),
+            steps,
+            hparams=rates,
+            has_aux=True,
+            stateful=problem.stateful,
+            state=model_state if problem.stateful else None,
+        )
+        variables = {"params": adapted}
+        if problem.stateful:
+            variables["batch_stats"] = info.state
+        logits = problem.model.apply(
+            variables, task.query["x"], step=steps - 1, train=not problem.stateful
+        )
+        return logits, jnp.mean(jnp.argmax(logits, -1) == task.query["y"])
+
+    return score
+
+
 def make_evaluator(
     config: OmniglotConfig, problem: Problem, *, pool: str, num_episodes: int, chunk: int = 50
 ):
-    """Jitted ``evaluate(meta_params, model_state) -> [num_episodes]`` query accuracies.
+    """``evaluate(meta_params, model_state) -> [num_episodes]`` query accuracies.
 
-    Each episode (the same ones for every run: ``eval_seed``) is fine-tuned for
-    ``eval_inner_steps`` SGD steps (MAML++: learned rates) on its support set. With
-    the per-step policy the query is normalised with the support statistics of the
-    last step (``train=False``), exactly as in meta-training; with the batch policy
-    every batch with its own statistics.
+    The episodes are the same for every run (``eval_seed``); see
+    :func:`make_episode_scorer` for how each is fine-tuned and scored.
     """
     spec = EpisodeSpec(config.ways, config.shots, config.eval_queries)
     images = problem.pools[pool]
-    support_loss = cross_entropy_loss(problem.model, train=True, stateful=problem.stateful)
-    query_loss = cross_entropy_loss(problem.model, train=False, stateful=problem.stateful)
-    steps = config.eval_inner_steps
+    score = make_episode_scorer(config, problem)
     num_chunks = -(-num_episodes // chunk)
     keys = jax.random.split(
         jax.random.key(config.eval_seed + (0 if pool == "test" else 1)), num_chunks * chunk
@@ -353,28 +383,10 @@ def make_evaluator(
 
     @jax.jit
     def accuracies(meta_params, model_state, chunk_keys):
-        rates = fine_tuning_rates(meta_params, steps, default_lr=config.inner_lr)
-
-        def one(key):
-            task = sample_episode(key, images, spec)
-            adapted, info = metax.adapt(
-                support_loss,
-                meta_params.params,
-                task.support,
-                metax.scale_by_learned_lr(),
-                steps,
-                hparams=rates,
-                has_aux=True,
-                stateful=problem.stateful,
-                state=model_state if problem.stateful else None,
-            )
-            if problem.stateful:
-                _, (_, aux) = query_loss(adapted, info.state, task.query, steps - 1)
-            else:
-                _, aux = query_loss(adapted, task.query)
-            return aux["accuracy"]
-
-        return jax.lax.map(one, chunk_keys)
+        return jax.lax.map(
+            lambda k: score(meta_params, model_state, sample_episode(k, images, spec))[1],
+            chunk_keys,
+        )
 
     def evaluate(meta_params, model_state):
         out = [
