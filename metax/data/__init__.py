@@ -1,6 +1,31 @@
 """Task families and episode samplers."""
 
+from metax.data.episodes import EpisodeSpec as EpisodeSpec
+from metax.data.episodes import check_episode_spec as check_episode_spec
+from metax.data.episodes import sample_episode as sample_episode
+from metax.data.episodes import sample_episodes as sample_episodes
+from metax.data.omniglot import Omniglot as Omniglot
+from metax.data.omniglot import load_npz as load_npz
+from metax.data.omniglot import load_png_folders as load_png_folders
+from metax.data.omniglot import load_tfds as load_tfds
 from metax.data.sinusoid import SinusoidTasks as SinusoidTasks
 from metax.data.sinusoid import sample_sinusoid_tasks as sample_sinusoid_tasks
+from metax.data.splits import Split as Split
+from metax.data.splits import alphabet_split as alphabet_split
+from metax.data.splits import maml_split as maml_split
 
-__all__ = ["SinusoidTasks", "sample_sinusoid_tasks"]
+__all__ = [
+    "EpisodeSpec",
+    "Omniglot",
+    "SinusoidTasks",
+    "Split",
+    "alphabet_split",
+    "check_episode_spec",
+    "load_npz",
+    "load_png_folders",
+    "load_tfds",
+    "maml_split",
+    "sample_episode",
+    "sample_episodes",
+    "sample_sinusoid_tasks",
+]
