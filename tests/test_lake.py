@@ -30,10 +30,16 @@ def write_runs(root: Path, num_runs: int = 20, ways: int = 20) -> None:
         order = rng.permutation(ways)
         lines = []
         for k, c in enumerate(chars):
-            Image.fromarray(images[c, 0].astype(np.uint8) * 255).save(run / "training" / f"class{k + 1:02d}.png")
+            Image.fromarray(images[c, 0].astype(np.uint8) * 255).save(
+                run / "training" / f"class{k + 1:02d}.png"
+            )
         for i, k in enumerate(order):
-            Image.fromarray(images[chars[k], 1].astype(np.uint8) * 255).save(run / "test" / f"item{i + 1:02d}.png")
-            lines.append(f"run{r:02d}/test/item{i + 1:02d}.png run{r:02d}/training/class{k + 1:02d}.png")
+            Image.fromarray(images[chars[k], 1].astype(np.uint8) * 255).save(
+                run / "test" / f"item{i + 1:02d}.png"
+            )
+            lines.append(
+                f"run{r:02d}/test/item{i + 1:02d}.png run{r:02d}/training/class{k + 1:02d}.png"
+            )
         (run / "class_labels.txt").write_text("\n".join(lines) + "\n")
 
 
@@ -51,9 +57,20 @@ def test_read_run_parses_labels(runs):
 
 
 def test_a_20_way_model_beats_chance_on_lake_runs(runs, tmp_path):
-    cfg = og.OmniglotConfig(data=str(NPZ), ways=20, shots=1, steps=150, meta_batch=4, features=16,
-                            log_every=50, eval_every=0, checkpoint_every=150, test_episodes=20,
-                            eval_inner_steps=5, inner_lr=0.4)
+    cfg = og.OmniglotConfig(
+        data=str(NPZ),
+        ways=20,
+        shots=1,
+        steps=150,
+        meta_batch=4,
+        features=16,
+        log_every=50,
+        eval_every=0,
+        checkpoint_every=150,
+        test_episodes=20,
+        eval_inner_steps=5,
+        inner_lr=0.4,
+    )
     own = og.train(cfg, tmp_path / "model", progress=False)
     res = evaluate_lake(runs, tmp_path / "model")
     assert len(res["runs"]) == 20
@@ -63,27 +80,32 @@ def test_a_20_way_model_beats_chance_on_lake_runs(runs, tmp_path):
     assert res["error_rate"] < 0.9, res
     assert abs(res["error_rate"] - (1 - own["test_accuracy"])) < 0.1, (res, own)
 
-    cli = subprocess.run([sys.executable, "-m", "metax.cli", "eval-lake", runs, "--checkpoint", tmp_path / "model"],
-                         capture_output=True, text=True)
+    cli = subprocess.run(
+        [sys.executable, "-m", "metax.cli", "eval-lake", runs, "--checkpoint", tmp_path / "model"],
+        capture_output=True,
+        text=True,
+    )
     assert cli.returncode == 0, cli.stderr
     assert f"error rate {100 * res['error_rate']:.2f}%" in cli.stdout
 
     five_way = dataclasses.replace(cfg, ways=5, steps=1, test_episodes=5)
     og.train(five_way, tmp_path / "five", progress=False)
-    with pytest.raises(ValueError, match="the runs are 20-way 1-shot but the checkpoint was meta-trained 5-way"):
+    with pytest.raises(
+        ValueError, match=r"the runs are 20-way 1-shot but the checkpoint was meta-trained 5-way"
+    ):
         evaluate_lake(runs, tmp_path / "five")
 
 
 def test_broken_run_folders(tmp_path, runs):
-    with pytest.raises(FileNotFoundError, match="no run01..run20 folders"):
+    with pytest.raises(FileNotFoundError, match=r"no run01\.\.run20 folders"):
         evaluate_lake(tmp_path, tmp_path)
     broken = tmp_path / "broken" / "run01"
     broken.mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="class_labels.txt is missing"):
+    with pytest.raises(FileNotFoundError, match=r"class_labels\.txt is missing"):
         read_run(broken)
     import shutil
 
     shutil.copytree(runs / "run02", tmp_path / "bad" / "run02")
     (tmp_path / "bad" / "run02" / "class_labels.txt").write_text("run02/test/item01.png nonsense\n")
-    with pytest.raises(ValueError, match="class_labels.txt:1: expected"):
+    with pytest.raises(ValueError, match=r"class_labels\.txt:1: expected"):
         read_run(tmp_path / "bad" / "run02")
