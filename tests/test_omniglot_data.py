@@ -156,6 +156,9 @@ def test_tfds_path_with_mock_data_on_real_images(real, monkeypatch):
     assert seen["split"] == "train"
     assert data.images.shape == (3, 20, 28, 28)
     np.testing.assert_array_equal(data.char_id, [real["char_id"][c] for c in classes])
+    # TFDS's alphabet feature is an unnamed ClassLabel(50): indices kept, names are "0".."49".
+    assert len(data.alphabet_names) == 50 and data.is_background.all()
+    np.testing.assert_array_equal(data.alphabet, [real["alphabet"][c] for c in classes])
     npz = om.load_npz(NPZ)
     np.testing.assert_array_equal(data.images, npz.images[classes])  # same pixels, same polarity
 

@@ -122,10 +122,7 @@ def _accumulate_over_chunks(value_and_grad, tasks: Task, num_tasks: int, chunk_s
         (loss, aux), grads = value_and_grad(chunk)
         return jax.tree.map(jnp.add, grad_sum, grads), (loss, aux)
 
-    (_, probe_aux), probe_grads = jax.eval_shape(
-        value_and_grad, jax.tree.map(lambda x: x[0], chunks)
-    )
-    del probe_aux
+    _, probe_grads = jax.eval_shape(value_and_grad, jax.tree.map(lambda x: x[0], chunks))
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), probe_grads)
     grads, (losses, aux) = jax.lax.scan(body, zeros, chunks)
     aux = jax.tree.map(lambda x: x.reshape((num_tasks, *x.shape[2:])), aux)

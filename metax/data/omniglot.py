@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import zipfile
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
@@ -236,12 +237,14 @@ def load_png_folders(
     roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
     if not roots:
         raise ValueError("no Omniglot folders given.")
-    tag = hashlib.sha256(
-        "|".join(
-            _source_tag(r) if r.is_file() else str(r.resolve()) for r in roots if r.exists()
-        ).encode()
-    ).hexdigest()[:16]
-    cache = _cache_path(f"png-{tag}", size, cache_dir)
+    cacheable = all(r.is_file() for r in roots)  # zips do not change under us; folders may
+    cache = None
+    if cacheable:
+        tag = hashlib.sha256("|".join(_source_tag(r) for r in roots).encode()).hexdigest()[:16]
+        cache = _cache_path(f"png-{tag}", size, cache_dir)
+        cached = _load_cache(cache)
+        if cached is not None:
+            return cached
     merged: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
     for root in roots:
         entries, _ = _png_entries(root)
@@ -252,18 +255,18 @@ def load_png_folders(
             )
         for key, files in entries.items():
             merged.setdefault(key, files)
-    if all(r.is_file() for r in roots):
-        cached = _load_cache(cache)
-        if cached is not None:
-            return cached
     keys = sorted(merged)
-    drawers = {len(merged[k]) for k in keys}
-    if len(drawers) != 1:
-        counts = {f"{a}/character{c:02d}": len(merged[(a, c)]) for a, c in keys}
+    counts = Counter(len(merged[k]) for k in keys)
+    if len(counts) != 1:
+        usual = counts.most_common(1)[0][0]
         odd = {
-            k: v for k, v in counts.items() if v != max(drawers, key=list(counts.values()).count)
+            f"{a}/character{c:02d}": len(merged[(a, c)])
+            for a, c in keys
+            if len(merged[(a, c)]) != usual
         }
-        raise ValueError(f"every character needs the same number of drawings; these differ: {odd}")
+        raise ValueError(
+            f"every character needs the same number of drawings ({usual} for most); these differ: {odd}"
+        )
     shape = None
     white = []
     for key in keys:
@@ -286,7 +289,7 @@ def load_png_folders(
         char_id=np.arange(1, len(keys) + 1, dtype=np.int32),
         is_background=np.ones(len(keys), bool),
     )
-    if all(r.is_file() for r in roots):
+    if cache is not None:
         _save_cache(cache, data)
     return data
 
@@ -351,10 +354,13 @@ def load_tfds(
             )
         builder.download_and_prepare()
     source = tfds.data_source("omniglot", split=split, data_dir=data_dir, builder_kwargs=kwargs)
-    return _group_examples(source, size=size)
+    names = tuple(builder.info.features["alphabet"].names)
+    return _group_examples(source, size=size, alphabet_names=names, is_background=split != "test")
 
 
-def _group_examples(examples, *, size: int) -> Omniglot:
+def _group_examples(
+    examples, *, size: int, alphabet_names: tuple[str, ...], is_background: bool
+) -> Omniglot:
     """Groups TFDS examples (image, label, alphabet) into ``[classes, drawers, ...]``."""
     by_label: dict[int, list[np.ndarray]] = {}
     alphabet_of: dict[int, int] = {}
@@ -375,7 +381,7 @@ def _group_examples(examples, *, size: int) -> Omniglot:
     return Omniglot(
         images=resize_ink(ink_from_white_background(white), size),
         alphabet=alphabets,
-        alphabet_names=tuple(str(a) for a in range(int(alphabets.max()) + 1)),
+        alphabet_names=alphabet_names,
         char_id=np.asarray(labels, np.int32) + 1,
-        is_background=np.ones(len(labels), bool),
+        is_background=np.full(len(labels), is_background),
     )
