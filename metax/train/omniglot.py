@@ -23,6 +23,7 @@ from metax.train.checkpoint import Checkpointer
 from metax.train.finetune import fine_tuning_rates
 from metax.train.loop import TrainState, abstract_like, fit, prepare_run_dir
 from metax.train.metrics import MetricsLog, mean_and_ci95
+from metax.train.recipe import build_learners, outer_optimizer, step_selector
 
 ALGOS = ("maml", "fomaml", "maml++", "reptile")
 SPLITS = ("maml", "alphabet")
@@ -255,69 +256,21 @@ def build(config: OmniglotConfig, data: Omniglot) -> Problem:
         conv_strategy=config.conv_strategy,
     )
     loss_fn = cross_entropy_loss(model, train=True, stateful=stateful)
-    inner = optax.sgd(config.inner_lr)
-    n = config.inner_steps
-    common = {"has_aux": True, "stateful": stateful}
+    options = {"has_aux": True, "stateful": stateful}
     if stateful:  # the query is normalised with the support statistics of its step
-        common["query_loss_fn"] = cross_entropy_loss(model, train=False, stateful=True)
-    if config.algo in ("maml", "fomaml"):
-        learner = metax.maml(
-            loss_fn, inner_opt=inner, num_steps=n, first_order=config.algo == "fomaml", **common
-        )
-        first_order_learner = None
-    elif config.algo == "maml++":
-        anneal = metax.derivative_order_annealing(
-            lambda first_order: metax.maml_pp(
-                loss_fn, num_steps=n, init_lr=config.inner_lr, first_order=first_order, **common
-            ),
-            first_order_epochs=config.first_order_epochs,
-        )
-        learner, first_order_learner = anneal.second_order, anneal.first_order
-    else:
-        learner = metax.reptile(loss_fn, inner_opt=inner, num_steps=n, **common)
-        first_order_learner = None
-
-    outer_lr = (
-        optax.cosine_decay_schedule(config.outer_lr, config.steps, alpha=0.01)
-        if config.algo == "maml++"
-        else config.outer_lr
-    )
-    outer_opt = optax.adam(outer_lr)
-    base_key = jax.random.key(config.seed)
+        options["query_loss_fn"] = cross_entropy_loss(model, train=False, stateful=True)
+    learners = build_learners(config, loss_fn, **options)
+    outer_opt = outer_optimizer(config)
     train_pool = pools["train"]
-
-    def make_step(learner_):
-        step_fn = metax.meta_step(learner_, outer_opt, chunk_size=config.chunk_size)
-
-        @jax.jit
-        def train_step(state: TrainState):
-            key = jax.random.fold_in(base_key, state.step)
-            tasks = sample_episodes(key, train_pool, train_spec, config.meta_batch)
-            extra = {}
-            if config.algo == "maml++":
-                epoch = state.step / config.steps_per_epoch
-                extra["step_weights"] = metax.msl_weights(
-                    n, epoch, anneal_epochs=config.msl_anneal_epochs
-                )
-            if stateful:
-                extra["state"] = state.model_state
-            mp, opt_state, info = step_fn(state.meta_params, state.opt_state, tasks, **extra)
-            return TrainState(mp, opt_state, state.step + 1, info.state if stateful else None), info
-
-        return train_step
-
-    second = make_step(learner)
-    first = (
-        make_step(first_order_learner)
-        if first_order_learner is not None and config.first_order_epochs
-        else None
+    step_for = step_selector(
+        config,
+        learners,
+        outer_opt,
+        lambda key: sample_episodes(key, train_pool, train_spec, config.meta_batch),
+        stateful=stateful,
+        chunk_size=config.chunk_size,
     )
-    switch = config.first_order_epochs * config.steps_per_epoch
-
-    def step_for(i: int):
-        return first if first is not None and i < switch else second
-
-    return Problem(model, stateful, learner, outer_opt, pools, step_for)
+    return Problem(model, stateful, learners.main, outer_opt, pools, step_for)
 
 
 def initial_state(config: OmniglotConfig, problem: Problem) -> TrainState:

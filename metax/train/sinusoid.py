@@ -21,6 +21,7 @@ from metax.train.checkpoint import Checkpointer
 from metax.train.config import SinusoidConfig
 from metax.train.loop import TrainState, abstract_like, fit, prepare_run_dir
 from metax.train.metrics import MetricsLog, mean_and_ci95
+from metax.train.recipe import build_learners, outer_optimizer, step_selector
 
 
 def mse_loss_fn(model: MLP) -> Callable[[Any, dict], jax.Array]:
@@ -49,68 +50,16 @@ def build(config: SinusoidConfig) -> Problem:
     """Builds model, learner, outer optimizer and the (jitted) training step."""
     model = MLP(hidden=config.hidden)
     loss_fn = mse_loss_fn(model)
-    inner = optax.sgd(config.inner_lr)
-    n = config.inner_steps
-    if config.algo in ("maml", "fomaml"):
-        learner = metax.maml(
-            loss_fn, inner_opt=inner, num_steps=n, first_order=config.algo == "fomaml"
-        )
-    elif config.algo == "maml++":
-        anneal = metax.derivative_order_annealing(
-            lambda first_order: metax.maml_pp(
-                loss_fn, num_steps=n, init_lr=config.inner_lr, first_order=first_order
-            ),
-            first_order_epochs=config.first_order_epochs,
-        )
-        learner = anneal.second_order
-    elif config.algo == "reptile":
-        learner = metax.reptile(loss_fn, inner_opt=inner, num_steps=n)
-    else:
-        learner = metax.pretrain(loss_fn, inner_opt=inner, num_steps=n)
-
-    if config.algo == "maml++":
-        outer_lr = optax.cosine_decay_schedule(config.outer_lr, config.steps, alpha=0.01)
-    else:
-        outer_lr = config.outer_lr
-    outer_opt = optax.adam(outer_lr)
+    learners = build_learners(config, loss_fn)
+    outer_opt = outer_optimizer(config)
 
     def sample(key):
         return sample_sinusoid_tasks(
             key, config.meta_batch, shots=config.shots, queries=config.queries
         ).tasks
 
-    base_key = jax.random.key(config.seed)
-
-    def make_step(learner_):
-        step_fn = metax.meta_step(learner_, outer_opt)
-
-        @jax.jit
-        def train_step(state: TrainState):
-            key = jax.random.fold_in(base_key, state.step)
-            extra = {}
-            if config.algo == "maml++":
-                epoch = state.step / config.steps_per_epoch
-                extra["step_weights"] = metax.msl_weights(
-                    n, epoch, anneal_epochs=config.msl_anneal_epochs
-                )
-            mp, opt_state, info = step_fn(state.meta_params, state.opt_state, sample(key), **extra)
-            return TrainState(mp, opt_state, state.step + 1), info
-
-        return train_step
-
-    second_order_step = make_step(learner)
-    if config.algo == "maml++" and config.first_order_epochs:
-        first_order_step = make_step(anneal.first_order)
-        switch = config.first_order_epochs * config.steps_per_epoch
-
-        def step_for(i: int):
-            return first_order_step if i < switch else second_order_step
-    else:
-
-        def step_for(i: int):
-            return second_order_step
-
-    return Problem(model, loss_fn, learner, outer_opt, step_for)
+    step_for = step_selector(config, learners, outer_opt, sample)
+    return Problem(model, loss_fn, learners.main, outer_opt, step_for)
 
 
 def initial_state(config: SinusoidConfig, problem: Problem) -> TrainState:
