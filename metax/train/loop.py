@@ -149,3 +149,46 @@ def _progress_bar(start: int, total: int, *, enabled: bool):
 def abstract_like(state: TrainState) -> TrainState:
     """Shape/dtype skeleton of ``state`` (the restore target)."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), state)
+
+
+def run(
+    out: Path,
+    config: Any,
+    state: TrainState,
+    step_for: Callable[[int], Callable[[TrainState], tuple[TrainState, Any]]],
+    *,
+    resume: bool,
+    validate: Callable[[TrainState], dict[str, float]] | None,
+    progress: bool,
+    log_extra: Callable[[Any], dict[str, float]] | None = None,
+) -> tuple[TrainState, float]:
+    """Restores the latest checkpoint of ``out`` when resuming, then fits to ``config.steps``.
+
+    Reads ``config.steps``, ``log_every``, ``checkpoint_every`` and ``eval_every``.
+
+    Returns:
+      The final state and the seconds spent training in this call.
+    """
+    checkpointer = Checkpointer(out / "checkpoints")
+    metrics = MetricsLog(out / "metrics.jsonl")
+    if resume and checkpointer.latest_step() is not None:
+        state = checkpointer.restore(abstract_like(state))
+        metrics.truncate_after(int(state.step))
+    t0 = time.perf_counter()
+    try:
+        state = fit(
+            state,
+            step_for,
+            num_steps=config.steps,
+            checkpointer=checkpointer,
+            metrics=metrics,
+            log_every=config.log_every,
+            checkpoint_every=config.checkpoint_every,
+            validate=validate,
+            validate_every=config.eval_every,
+            progress=progress,
+            log_extra=log_extra,
+        )
+    finally:
+        checkpointer.close()
+    return state, time.perf_counter() - t0

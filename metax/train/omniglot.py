@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,7 +20,7 @@ from metax.data.splits import Split, alphabet_split, maml_split
 from metax.nn import Conv4
 from metax.train.checkpoint import Checkpointer
 from metax.train.finetune import fine_tuning_rates
-from metax.train.loop import TrainState, abstract_like, fit, prepare_run_dir
+from metax.train.loop import TrainState, abstract_like, prepare_run_dir, run
 from metax.train.metrics import MetricsLog, mean_and_ci95
 from metax.train.recipe import build_learners, outer_optimizer, step_selector
 
@@ -375,32 +374,21 @@ def train(
     out = prepare_run_dir(out, resume=resume, overwrite=overwrite)
     (out / "config.json").write_text(config.to_json())
     state = initial_state(config, problem)
-    checkpointer = Checkpointer(out / "checkpoints")
-    metrics = MetricsLog(out / "metrics.jsonl")
-    if resume and checkpointer.latest_step() is not None:
-        state = checkpointer.restore(abstract_like(state))
-        metrics.truncate_after(int(state.step))
     validate_acc = make_evaluator(config, problem, pool="val", num_episodes=config.val_episodes)
 
     def validate(s: TrainState) -> dict[str, float]:
         return {"val_accuracy": float(np.mean(validate_acc(s.meta_params, s.model_state)))}
 
-    t0 = time.perf_counter()
-    state = fit(
+    state, seconds = run(
+        out,
+        config,
         state,
         problem.step_for,
-        num_steps=config.steps,
-        checkpointer=checkpointer,
-        metrics=metrics,
-        log_every=config.log_every,
-        checkpoint_every=config.checkpoint_every,
+        resume=resume,
         validate=validate,
-        validate_every=config.eval_every,
         progress=progress,
         log_extra=lambda info: {"train_accuracy": float(jnp.mean(info.aux.query_aux["accuracy"]))},
     )
-    seconds = time.perf_counter() - t0
-    checkpointer.close()
     results = evaluate_run(config, problem, state, out)
     results["train_seconds_this_session"] = round(seconds, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2))

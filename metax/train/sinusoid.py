@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,7 +18,7 @@ from metax.data.sinusoid import sample_sinusoid_tasks
 from metax.nn import MLP
 from metax.train.checkpoint import Checkpointer
 from metax.train.config import SinusoidConfig
-from metax.train.loop import TrainState, abstract_like, fit, prepare_run_dir
+from metax.train.loop import TrainState, abstract_like, prepare_run_dir, run
 from metax.train.metrics import MetricsLog, mean_and_ci95
 from metax.train.recipe import build_learners, outer_optimizer, step_selector
 
@@ -168,32 +167,14 @@ def train(
 
     problem = build(config)
     state = initial_state(config, problem)
-    checkpointer = Checkpointer(out / "checkpoints")
-    metrics = MetricsLog(out / "metrics.jsonl")
-    if resume and checkpointer.latest_step() is not None:
-        state = checkpointer.restore(abstract_like(state))
-        metrics.truncate_after(int(state.step))
-
     quick = make_evaluator(config, problem, num_tasks=100, num_steps=1)
 
     def validate(s: TrainState) -> dict[str, float]:
         return {"val_mse_1step": float(jnp.mean(quick(s.meta_params)[:, 1]))}
 
-    t0 = time.perf_counter()
-    state = fit(
-        state,
-        problem.step_for,
-        num_steps=config.steps,
-        checkpointer=checkpointer,
-        metrics=metrics,
-        log_every=config.log_every,
-        checkpoint_every=config.checkpoint_every,
-        validate=validate,
-        validate_every=config.eval_every,
-        progress=progress,
+    state, train_seconds = run(
+        out, config, state, problem.step_for, resume=resume, validate=validate, progress=progress
     )
-    train_seconds = time.perf_counter() - t0
-    checkpointer.close()
     results = evaluate_run(config, problem, state.meta_params, out)
     results["train_seconds_this_session"] = round(train_seconds, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2))
