@@ -17,11 +17,6 @@ NPZ = SHARED / "omniglot_105.npz"
 needs_data = pytest.mark.skipif(not NPZ.is_file(), reason=f"real Omniglot not found at {NPZ}")
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("METAX_CACHE", str(tmp_path / "cache"))
-
-
 def test_polarity_ink_is_high_for_every_source_encoding():
     white_bool = np.array([[True, False]])
     white_01 = np.array([[1, 0]], np.uint8)
@@ -41,7 +36,8 @@ def real():
 
 
 @needs_data
-def test_npz_loads_resized_with_ink_high_and_is_cached(real, tmp_path):
+def test_npz_loads_resized_with_ink_high_and_is_cached(real, tmp_path, monkeypatch):
+    monkeypatch.setenv("METAX_CACHE", str(tmp_path / "cache"))
     data = om.load_npz(NPZ)
     assert data.images.shape == (1623, 20, 28, 28) and data.images.dtype == np.uint8
     assert data.is_background.sum() == 964

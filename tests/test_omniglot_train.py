@@ -31,10 +31,7 @@ SHORT = og.OmniglotConfig(
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    import os
-
-    os.environ.setdefault("METAX_CACHE", str(tmp_path_factory.mktemp("cache")))
+def data():
     return og.load_data(str(NPZ))
 
 

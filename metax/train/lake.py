@@ -80,14 +80,15 @@ def evaluate_lake(runs_dir: str | Path, checkpoint: str | Path) -> dict[str, Any
     run_dirs = sorted(p for p in runs_dir.glob("run*") if p.is_dir())
     if not run_dirs:
         raise FileNotFoundError(f"no run01..run20 folders in {runs_dir}")
-    config, problem, state = og.load_run(checkpoint)
     runs = [read_run(r) for r in run_dirs]
     ways = runs[0][0].shape[0]
+    config = og.OmniglotConfig.load(Path(checkpoint) / "config.json")
     if config.ways != ways or config.shots != 1:
         raise ValueError(
             f"the runs are {ways}-way 1-shot but the checkpoint was meta-trained {config.ways}-way "
             f"{config.shots}-shot; train with --ways {ways} --shots 1."
         )
+    config, problem, state = og.load_run(checkpoint)
     score = jax.jit(og.make_episode_scorer(config, problem))
     per_run = {}
     for run_dir, (train_x, test_x, truth) in zip(run_dirs, runs, strict=True):
