@@ -210,11 +210,17 @@ def _train_omniglot(args: argparse.Namespace) -> dict:
     )
 
 
+def _is_omniglot_run(run_dir: Path) -> bool:
+    try:
+        return "ways" in json.loads((run_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # the sinusoid loader reports what is wrong
+
+
 def _eval(args: argparse.Namespace) -> dict:
     from metax.train import omniglot, sinusoid
 
-    config_file = args.run_dir / "config.json"
-    if config_file.is_file() and '"ways"' in config_file.read_text():
+    if _is_omniglot_run(args.run_dir):
         config, problem, state = omniglot.load_run(args.run_dir)
         overrides = {"test_episodes": args.eval_tasks, "eval_inner_steps": args.eval_steps}
         config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v})
@@ -279,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         PermissionError,
         CheckpointError,
         NonFiniteLossError,
+        ImportError,  # e.g. --data tfds without tensorflow-datasets
+        RuntimeError,  # e.g. TFDS not prepared and offline
     ) as e:
         parser.exit(1, f"metax: error: {e}\n")
     _report(results)
