@@ -143,7 +143,10 @@ def _progress_bar(start: int, total: int, *, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, mininterval=0.5)
+    # disable=None: no bar when stderr is not a terminal (logs, CI)
+    return tqdm(
+        total=total, initial=start, unit="step", dynamic_ncols=True, mininterval=0.5, disable=None
+    )
 
 
 def abstract_like(state: TrainState) -> TrainState:
