@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     omni.add_argument("--steps", type=_positive_int, default=o.steps)
     omni.add_argument("--features", type=_positive_int, default=o.features)
+    omni.add_argument("--backbone", choices=("conv4", "resnet12"), default=o.backbone)
     omni.add_argument("--bn-policy", choices=("auto", "batch", "per_step"), default=o.bn_policy)
     omni.add_argument(
         "--conv-strategy", choices=("auto", "patches", "xla"), default=o.conv_strategy

@@ -131,3 +131,35 @@ def test_query_examples_never_reach_the_per_step_statistics():
     # Each step's statistics moved, and differently (the parameters changed between steps).
     first = a1.adapt.state["StepBatchNorm_0"]["mean"]
     assert np.all(np.abs(first) > 0) and not np.allclose(first[0], first[1])
+
+
+@pytest.mark.parametrize("policy", ["batch", "per_step"])
+def test_resnet12_strategies_agree_and_per_step_parameters_exist(policy):
+    from metax.nn import ResNet12
+
+    x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+    a = ResNet12(
+        num_classes=5, widths=(4, 4, 8, 8), num_steps=2, bn_policy=policy, conv_strategy="patches"
+    )
+    b = a.clone(conv_strategy="xla")
+    variables = a.init(jax.random.key(1), x)
+    out_a = (
+        a.apply(variables, x, step=1, mutable=["batch_stats"])[0]
+        if policy == "per_step"
+        else a.apply(variables, x)
+    )
+    out_b = (
+        b.apply(variables, x, step=1, mutable=["batch_stats"])[0]
+        if policy == "per_step"
+        else b.apply(variables, x)
+    )
+    assert out_a.shape == (4, 5)
+    np.testing.assert_allclose(out_a, out_b, rtol=1e-4, atol=1e-5)
+    scales = [
+        v
+        for k, v in jax.tree_util.tree_leaves_with_path(variables["params"])
+        if "scale" in jax.tree_util.keystr(k)
+    ]
+    assert len(scales) == 16 and all(
+        s.shape[0] == (2 if policy == "per_step" else s.shape[0]) for s in scales
+    )

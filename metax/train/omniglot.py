@@ -17,7 +17,7 @@ import metax
 from metax.data.episodes import EpisodeSpec, check_episode_spec, sample_episode, sample_episodes
 from metax.data.omniglot import Omniglot, load_npz, load_png_folders, load_tfds
 from metax.data.splits import Split, alphabet_split, maml_split
-from metax.nn import Conv4
+from metax.nn import Conv4, ResNet12
 from metax.train.checkpoint import Checkpointer
 from metax.train.finetune import fine_tuning_rates
 from metax.train.loop import TrainState, abstract_like, prepare_run_dir, run
@@ -26,6 +26,7 @@ from metax.train.recipe import build_learners, outer_optimizer, step_selector
 
 ALGOS = ("maml", "fomaml", "maml++", "reptile")
 SPLITS = ("maml", "alphabet")
+BACKBONES = ("conv4", "resnet12")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +49,8 @@ class OmniglotConfig:
       meta_batch: tasks per meta-step.
       chunk_size: tasks per chunk of the meta-batch (bounds memory); ``None``: all.
       steps: meta-steps.
-      features: filters of Conv-4.
+      features: filters of Conv-4 (ResNet-12: widths ``features * (1, 2.5, 5, 10)``).
+      backbone: ``conv4`` or ``resnet12``.
       bn_policy: ``batch`` (MAML) or ``per_step`` (MAML++'s BNRS + BNWB); ``auto``
         picks ``per_step`` for ``maml++``.
       conv_strategy: ``auto``, ``patches`` or ``xla``.
@@ -74,6 +76,7 @@ class OmniglotConfig:
     chunk_size: int | None = None
     steps: int = 60_000
     features: int = 64
+    backbone: str = "conv4"
     bn_policy: str = "auto"
     conv_strategy: str = "auto"
     seed: int = 0
@@ -94,6 +97,10 @@ class OmniglotConfig:
             )
         if self.split not in SPLITS:
             raise ValueError(f"unknown split {self.split!r}; choose one of {', '.join(SPLITS)}.")
+        if self.backbone not in BACKBONES:
+            raise ValueError(
+                f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}."
+            )
         if self.bn_policy not in ("auto", "batch", "per_step"):
             raise ValueError(
                 f"unknown bn_policy {self.bn_policy!r}; choose auto, batch or per_step."
@@ -186,7 +193,7 @@ def make_split(config: OmniglotConfig, data: Omniglot) -> Split:
     return alphabet_split(data, val_alphabets=names[:5])
 
 
-def cross_entropy_loss(model: Conv4, *, train: bool, stateful: bool) -> Callable:
+def cross_entropy_loss(model: Conv4 | ResNet12, *, train: bool, stateful: bool) -> Callable:
     """Mean cross-entropy with accuracy as aux, in metax's stateless or stateful form."""
 
     def logits_and_state(params, state, x, step):
@@ -224,7 +231,7 @@ def cross_entropy_loss(model: Conv4, *, train: bool, stateful: bool) -> Callable
 class Problem(NamedTuple):
     """The pieces of an Omniglot run."""
 
-    model: Conv4
+    model: Conv4 | ResNet12
     stateful: bool
     learner: metax.MetaLearner
     outer_opt: optax.GradientTransformation
@@ -247,13 +254,17 @@ def build(config: OmniglotConfig, data: Omniglot) -> Problem:
 
     policy = config.resolved_bn_policy
     stateful = policy == "per_step"
-    model = Conv4(
-        num_classes=config.ways,
-        features=config.features,
-        num_steps=config.inner_steps,
-        bn_policy=policy,
-        conv_strategy=config.conv_strategy,
-    )
+    common = {
+        "num_classes": config.ways,
+        "num_steps": config.inner_steps,
+        "bn_policy": policy,
+        "conv_strategy": config.conv_strategy,
+    }
+    if config.backbone == "conv4":
+        model = Conv4(features=config.features, **common)
+    else:
+        f = config.features
+        model = ResNet12(widths=(f, int(2.5 * f), 5 * f, 10 * f), **common)
     loss_fn = cross_entropy_loss(model, train=True, stateful=stateful)
     options = {"has_aux": True, "stateful": stateful}
     if stateful:  # the query is normalised with the support statistics of its step
