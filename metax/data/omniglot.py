@@ -175,7 +175,7 @@ def load_npz(path: str | Path, *, size: int = 28, cache_dir: str | Path | None =
     return data
 
 
-def _png_entries(root: Path) -> tuple[dict[tuple[str, int], list[tuple[str, bytes]]], str]:
+def _png_entries(root: Path) -> dict[tuple[str, int], list[tuple[str, bytes]]]:
     """Collects ``{(alphabet, character): [(name, png bytes), ...]}`` from a folder or zip."""
     entries: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
 
@@ -196,12 +196,12 @@ def _png_entries(root: Path) -> tuple[dict[tuple[str, int], list[tuple[str, byte
                         f"{root}:{info.filename}",
                         lambda i=info: z.read(i),
                     )
-        return entries, "zip"
+        return entries
     if not root.is_dir():
         raise FileNotFoundError(f"no Omniglot folder or zip at {root}")
     for png in sorted(root.rglob("*.png")):
         add(list(png.relative_to(root).parts), str(png), png.read_bytes)
-    return entries, "folder"
+    return entries
 
 
 def _decode_png(name: str, raw: bytes) -> np.ndarray:
@@ -247,7 +247,7 @@ def load_png_folders(
             return cached
     merged: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
     for root in roots:
-        entries, _ = _png_entries(root)
+        entries = _png_entries(root)
         if not entries:
             raise FileNotFoundError(
                 f"{root} holds no Omniglot images; expected <Alphabet>/characterNN/*.png "

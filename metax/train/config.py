@@ -105,17 +105,19 @@ class SinusoidConfig:
     @classmethod
     def load(cls, path: str | Path) -> SinusoidConfig:
         """Reads a ``config.json`` written by :meth:`to_json`."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no run configuration at {path} (is this a metax run directory?)"
-            )
-        try:
-            fields = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"corrupt run configuration {path}: {e}") from e
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(fields) - known
-        if unknown:
-            raise ValueError(f"unknown fields {sorted(unknown)} in {path}")
-        return cls(**fields)
+        return load_config(cls, path)
+
+
+def load_config(cls, path: str | Path):
+    """Reads a run's ``config.json`` into the dataclass ``cls``, naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no run configuration at {path} (is this a metax run directory?)")
+    try:
+        fields = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"corrupt run configuration {path}: {e}") from e
+    unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)} in {path}")
+    return cls(**fields)

@@ -19,6 +19,7 @@ from metax.data.omniglot import Omniglot, load_npz, load_png_folders, load_tfds
 from metax.data.splits import Split, alphabet_split, maml_split
 from metax.nn import Conv4, ResNet12
 from metax.train.checkpoint import Checkpointer
+from metax.train.config import load_config
 from metax.train.finetune import fine_tuning_rates
 from metax.train.loop import TrainState, abstract_like, prepare_run_dir, run
 from metax.train.metrics import MetricsLog, mean_and_ci95
@@ -150,15 +151,7 @@ class OmniglotConfig:
     @classmethod
     def load(cls, path: str | Path) -> OmniglotConfig:
         """Reads a ``config.json``."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no run configuration at {path} (is this a metax run directory?)"
-            )
-        try:
-            return cls(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"corrupt run configuration {path}: {e}") from e
+        return load_config(cls, path)
 
 
 def load_data(source: str) -> Omniglot:
