@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check metax tests benchmarks notebooks
+	$(PY) -m ruff format --check metax tests benchmarks
 
 test: lint
 	$(PY) -m pytest -q --doctest-modules metax tests

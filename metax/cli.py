@@ -262,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metax`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from metax.cpu_heap import keep_cpu_heap_resident
+
+    keep_cpu_heap_resident()  # before the first JAX computation
     from metax.train.checkpoint import CheckpointError
     from metax.train.loop import NonFiniteLossError
 

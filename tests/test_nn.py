@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import metax
-from metax.nn import Conv4, StepBatchNorm
+from metax.nn import Conv4, StepBatchNorm, max_pool_2x2
 from metax.nn.conv import conv3x3_patches, conv3x3_xla, resolve_strategy
 
 
@@ -34,22 +34,53 @@ def test_conv_strategy_names():
         resolve_strategy("fft")
 
 
-def test_max_pool_gradient_is_the_same_jitted_and_eager():
-    """Ties (ReLU zeros, equal pixels) must not make the jitted gradient differ."""
+@pytest.mark.parametrize("method", ["reshape", "reduce_window"])
+def test_max_pool_gradients_are_the_same_jitted_and_eager(method):
+    """Ties (ReLU zeros, equal pixels) must not make the jitted gradients differ."""
     rng = np.random.default_rng(1)
-    x = jnp.asarray(np.round(rng.normal(size=(4, 8, 8, 3)), 1))  # many ties
+    x = jnp.asarray(np.round(rng.normal(size=(4, 9, 8, 3)), 1))  # many ties, odd height
     x = x.at[:, :2, :2].set(1.0)
 
     def f(a):
-        return jnp.sum(nn.max_pool(nn.relu(a), (2, 2), strides=(2, 2)) ** 2)
+        return jnp.sum(jnp.sin(max_pool_2x2(nn.relu(a), method=method)) ** 2)
 
     np.testing.assert_array_equal(jax.grad(f)(x), jax.jit(jax.grad(f))(x))
+    v = jnp.asarray(rng.normal(size=x.shape))
+
+    def hvp(a):
+        return jax.jvp(jax.grad(f), (a,), (v,))[1]
+
+    def grad_of_grad(a):  # reverse over reverse, as in MAML's meta-gradient
+        return jax.grad(lambda b: jnp.vdot(jax.grad(f)(b), v))(a)
+
+    # Fusion may change the last bit; a differing tie mask would change whole entries.
+    np.testing.assert_allclose(hvp(x), jax.jit(hvp)(x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grad_of_grad(x), jax.jit(grad_of_grad)(x), rtol=1e-6, atol=1e-7)
+
+
+def test_reshape_pool_equals_reduce_window_and_splits_ties_equally():
+    x = jax.random.normal(jax.random.key(0), (2, 7, 10, 3))  # odd height: last row dropped
+    np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+    assert max_pool_2x2(x).shape == (2, 3, 5, 3)
+
+    def grad(method):
+        return jax.grad(
+            lambda a: jnp.sum(max_pool_2x2(a, method=method) * jnp.arange(45.0).reshape(3, 5, 3))
+        )
+
+    np.testing.assert_array_equal(grad("reshape")(x), grad("reduce_window")(x))  # no ties
+    tied = jnp.ones((1, 2, 2, 1))
+    np.testing.assert_array_equal(jax.grad(lambda a: max_pool_2x2(a).sum())(tied), 0.25 * tied)
+    with pytest.raises(ValueError, match="unknown pooling method 'avg'"):
+        max_pool_2x2(x, method="avg")
+    with pytest.raises(ValueError, match=r"expects \[N, H, W, C\], got shape \(7, 10, 3\)"):
+        max_pool_2x2(x[0])
 
 
 def test_conv4_strategies_give_the_same_network():
     x = jax.random.normal(jax.random.key(0), (6, 28, 28, 1))
     a = Conv4(num_classes=5, features=8, conv_strategy="patches")
-    b = Conv4(num_classes=5, features=8, conv_strategy="xla")
+    b = Conv4(num_classes=5, features=8, conv_strategy="xla", pooling="reduce_window")
     variables = a.init(jax.random.key(1), x)
     np.testing.assert_allclose(a.apply(variables, x), b.apply(variables, x), rtol=1e-4, atol=1e-5)
 

@@ -244,6 +244,23 @@ def test_rotations_only_when_asked():
     assert len(np.unique(where)) == 4  # all four rotations occur
 
 
+def test_classes_drawers_and_labels_are_drawn_uniformly():
+    """Pearson chi-square of class, drawer and first-label counts over 4,000 episodes."""
+    pool = _labelled_pool()  # 12 classes x 20 drawers, marked by (class + 1, drawer + 1)
+    t = sample_episodes(jax.random.key(7), pool, EpisodeSpec(5, 1, 1), 4000)
+    marks = np.rint(np.asarray(t.support["x"][:, :, 0, :2, 0]) * 255).astype(int) - 1
+    classes, drawers = marks[..., 0], marks[..., 1]
+
+    def chi2(counts):
+        expected = counts.sum() / len(counts)
+        return float(((counts - expected) ** 2 / expected).sum())
+
+    # 99.9% quantiles of chi-square with 11 and 19 degrees of freedom: 31.3 and 43.8.
+    assert chi2(np.bincount(classes.ravel(), minlength=12)) < 31.3
+    assert chi2(np.bincount(drawers.ravel(), minlength=20)) < 43.8
+    assert chi2(np.bincount(classes[:, 0], minlength=12)) < 31.3  # which class gets label 0
+
+
 @pytest.mark.parametrize(
     "spec, match",
     [

@@ -69,12 +69,10 @@ def sample_episode(key: jax.Array, images: jax.Array, spec: EpisodeSpec) -> Task
     num_classes, num_drawers = images.shape[:2]
     k_cls, k_draw = jax.random.split(key)
     pool = num_classes * (4 if spec.rotate else 1)
-    picked = jax.random.choice(k_cls, pool, (spec.ways,), replace=False)
+    picked = _distinct(k_cls, pool, spec.ways)
     cls, rot = picked % num_classes, picked // num_classes
     n = spec.shots + spec.queries
-    drawers = jax.vmap(lambda k: jax.random.permutation(k, num_drawers)[:n])(
-        jax.random.split(k_draw, spec.ways)
-    )
+    drawers = jax.vmap(lambda k: _distinct(k, num_drawers, n))(jax.random.split(k_draw, spec.ways))
     x = images[cls[:, None], drawers].astype(jnp.float32) / 255.0  # [ways, n, H, W]
     if spec.rotate:
         x = jax.vmap(_rotate)(x, rot)
@@ -85,6 +83,16 @@ def sample_episode(key: jax.Array, images: jax.Array, spec: EpisodeSpec) -> Task
         return {"x": xs, "y": y[:, lo:hi].reshape(-1)}
 
     return Task(support=part(0, spec.shots), query=part(spec.shots, n))
+
+
+def _distinct(key: jax.Array, n: int, k: int) -> jax.Array:
+    """``k`` distinct integers of ``[0, n)`` in random order: the top ``k`` of ``n`` uniforms.
+
+    Unlike ``jax.random.choice(replace=False)`` (a full sort of ``n`` keys), this is a
+    partial selection; for 32 tasks x 4,400 rotated classes it took the sort's ~80 ms
+    out of an Omniglot meta-step on CPU.
+    """
+    return jax.lax.top_k(jax.random.uniform(key, (n,)), k)[1]
 
 
 def _rotate(x: jax.Array, k: jax.Array) -> jax.Array:

@@ -7,6 +7,7 @@ import jax
 
 from metax.nn.batchnorm import StepBatchNorm
 from metax.nn.conv import Conv3x3
+from metax.nn.pooling import max_pool_2x2
 
 
 class Conv4(nn.Module):
@@ -18,6 +19,7 @@ class Conv4(nn.Module):
       num_steps: inner steps, for the ``per_step`` batch-norm policy.
       bn_policy: ``batch`` or ``per_step`` (see :class:`StepBatchNorm`).
       conv_strategy: ``auto``, ``patches`` or ``xla`` (see :class:`Conv3x3`).
+      pooling: ``reshape`` or ``reduce_window`` (see :func:`max_pool_2x2`).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -32,11 +34,12 @@ class Conv4(nn.Module):
     num_steps: int = 1
     bn_policy: str = "batch"
     conv_strategy: str = "auto"
+    pooling: str = "reshape"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, step: jax.Array | int = 0, train: bool = True) -> jax.Array:  # noqa: D102
         for _ in range(4):
             x = Conv3x3(self.features, self.conv_strategy)(x)
             x = StepBatchNorm(self.num_steps, self.bn_policy)(x, step=step, train=train)
-            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))  # lax.reduce_window
+            x = max_pool_2x2(nn.relu(x), method=self.pooling)
         return nn.Dense(self.num_classes)(x.reshape((x.shape[0], -1)))

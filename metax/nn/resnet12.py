@@ -9,6 +9,7 @@ import jax
 
 from metax.nn.batchnorm import StepBatchNorm
 from metax.nn.conv import Conv3x3
+from metax.nn.pooling import max_pool_2x2
 
 
 class ResidualBlock(nn.Module):
@@ -18,6 +19,7 @@ class ResidualBlock(nn.Module):
     num_steps: int = 1
     bn_policy: str = "batch"
     conv_strategy: str = "auto"
+    pooling: str = "reshape"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, step: jax.Array | int = 0, train: bool = True) -> jax.Array:  # noqa: D102
@@ -31,7 +33,7 @@ class ResidualBlock(nn.Module):
             if i < 2:
                 h = nn.leaky_relu(h, 0.1)
         h = nn.leaky_relu(h + shortcut, 0.1)
-        return nn.max_pool(h, (2, 2), strides=(2, 2))
+        return max_pool_2x2(h, method=self.pooling)
 
 
 class ResNet12(nn.Module):
@@ -40,7 +42,7 @@ class ResNet12(nn.Module):
     Attributes:
       num_classes: outputs (the N of N-way).
       widths: channels of the four blocks (64, 160, 320, 640 in the literature).
-      num_steps, bn_policy, conv_strategy: as for :class:`metax.nn.Conv4`.
+      num_steps, bn_policy, conv_strategy, pooling: as for :class:`metax.nn.Conv4`.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -55,11 +57,12 @@ class ResNet12(nn.Module):
     num_steps: int = 1
     bn_policy: str = "batch"
     conv_strategy: str = "auto"
+    pooling: str = "reshape"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, step: jax.Array | int = 0, train: bool = True) -> jax.Array:  # noqa: D102
         for width in self.widths:
-            x = ResidualBlock(width, self.num_steps, self.bn_policy, self.conv_strategy)(
-                x, step=step, train=train
-            )
+            x = ResidualBlock(
+                width, self.num_steps, self.bn_policy, self.conv_strategy, self.pooling
+            )(x, step=step, train=train)
         return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
