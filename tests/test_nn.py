@@ -34,7 +34,7 @@ def test_conv_strategy_names():
         resolve_strategy("fft")
 
 
-@pytest.mark.parametrize("method", ["reshape", "reduce_window"])
+@pytest.mark.parametrize("method", ["select", "reduce_window"])
 def test_max_pool_gradients_are_the_same_jitted_and_eager(method):
     """Ties (ReLU zeros, equal pixels) must not make the jitted gradients differ."""
     rng = np.random.default_rng(1)
@@ -53,28 +53,56 @@ def test_max_pool_gradients_are_the_same_jitted_and_eager(method):
     def grad_of_grad(a):  # reverse over reverse, as in MAML's meta-gradient
         return jax.grad(lambda b: jnp.vdot(jax.grad(f)(b), v))(a)
 
-    # Fusion may change the last bit; a differing tie mask would change whole entries.
+    # Fusion may change the last bit; a lost or moved window would change whole entries.
     np.testing.assert_allclose(hvp(x), jax.jit(hvp)(x), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(grad_of_grad(x), jax.jit(grad_of_grad)(x), rtol=1e-6, atol=1e-7)
 
 
-def test_reshape_pool_equals_reduce_window_and_splits_ties_equally():
+def test_select_pool_equals_reduce_window_values_gradients_and_tie_rule():
     x = jax.random.normal(jax.random.key(0), (2, 7, 10, 3))  # odd height: last row dropped
     np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
     assert max_pool_2x2(x).shape == (2, 3, 5, 3)
+    weights = jnp.arange(45.0).reshape(3, 5, 3)
 
     def grad(method):
-        return jax.grad(
-            lambda a: jnp.sum(max_pool_2x2(a, method=method) * jnp.arange(45.0).reshape(3, 5, 3))
-        )
+        return jax.grad(lambda a: jnp.sum(max_pool_2x2(a, method=method) * weights))
 
-    np.testing.assert_array_equal(grad("reshape")(x), grad("reduce_window")(x))  # no ties
-    tied = jnp.ones((1, 2, 2, 1))
-    np.testing.assert_array_equal(jax.grad(lambda a: max_pool_2x2(a).sum())(tied), 0.25 * tied)
+    np.testing.assert_array_equal(grad("select")(x), grad("reduce_window")(x))
+    tied = jnp.asarray([[0.0, 2.0], [2.0, 2.0]]).reshape(1, 2, 2, 1)  # first maximum wins
+    expected = jnp.asarray([[0.0, 1.0], [0.0, 0.0]]).reshape(1, 2, 2, 1)
+    np.testing.assert_array_equal(jax.grad(lambda a: max_pool_2x2(a).sum())(tied), expected)
     with pytest.raises(ValueError, match="unknown pooling method 'avg'"):
         max_pool_2x2(x, method="avg")
     with pytest.raises(ValueError, match=r"expects \[N, H, W, C\], got shape \(7, 10, 3\)"):
         max_pool_2x2(x[0])
+
+
+@pytest.mark.parametrize("pooling", ["select", "reduce_window"])
+def test_conv4_inner_gradient_under_scan_and_jit_equals_the_eager_one(pooling, x64):
+    """A reshape-and-max pool failed this: fused batch norm rounded differently from the max."""
+    model = Conv4(num_classes=5, pooling=pooling)
+    x = jax.random.uniform(jax.random.key(1), (5, 28, 28, 1))
+    y = jnp.arange(5)
+    params = jax.tree.map(
+        lambda a: a.astype(jnp.float64), model.init(jax.random.key(0), x)["params"]
+    )
+
+    def loss(p):
+        logits = model.apply({"params": p}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    eager = jax.grad(loss)(params)
+    reference = jax.grad(
+        lambda p: optax.softmax_cross_entropy_with_integer_labels(
+            Conv4(num_classes=5, pooling="reduce_window").apply({"params": p}, x), y
+        ).mean()
+    )(params)
+    in_scan = jax.jit(
+        lambda p: jax.lax.scan(lambda c, _: (c, jax.grad(loss)(c)), p, None, length=1)[1]
+    )(params)
+    in_scan = jax.tree.map(lambda a: a[0], in_scan)
+    chex.assert_trees_all_close(in_scan, eager, rtol=1e-9, atol=1e-12)
+    chex.assert_trees_all_close(eager, reference, rtol=1e-9, atol=1e-12)
 
 
 def test_conv4_strategies_give_the_same_network():

@@ -19,7 +19,7 @@ class Conv4(nn.Module):
       num_steps: inner steps, for the ``per_step`` batch-norm policy.
       bn_policy: ``batch`` or ``per_step`` (see :class:`StepBatchNorm`).
       conv_strategy: ``auto``, ``patches`` or ``xla`` (see :class:`Conv3x3`).
-      pooling: ``reshape`` or ``reduce_window`` (see :func:`max_pool_2x2`).
+      pooling: ``select`` or ``reduce_window`` (see :func:`max_pool_2x2`).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -34,7 +34,7 @@ class Conv4(nn.Module):
     num_steps: int = 1
     bn_policy: str = "batch"
     conv_strategy: str = "auto"
-    pooling: str = "reshape"
+    pooling: str = "select"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, step: jax.Array | int = 0, train: bool = True) -> jax.Array:  # noqa: D102

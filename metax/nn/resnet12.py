@@ -19,7 +19,7 @@ class ResidualBlock(nn.Module):
     num_steps: int = 1
     bn_policy: str = "batch"
     conv_strategy: str = "auto"
-    pooling: str = "reshape"
+    pooling: str = "select"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, step: jax.Array | int = 0, train: bool = True) -> jax.Array:  # noqa: D102
@@ -57,7 +57,7 @@ class ResNet12(nn.Module):
     num_steps: int = 1
     bn_policy: str = "batch"
     conv_strategy: str = "auto"
-    pooling: str = "reshape"
+    pooling: str = "select"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, step: jax.Array | int = 0, train: bool = True) -> jax.Array:  # noqa: D102
