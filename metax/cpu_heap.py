@@ -1,18 +1,19 @@
 """Keep XLA:CPU's large buffers resident between steps (glibc only; opt-in).
 
 XLA:CPU allocates each step's large temporaries and outputs with ``malloc``. glibc
-serves allocations above 32 MB (and any allocation from a worker thread's arena
-that does not fit its heap) with a fresh ``mmap`` and returns them with ``munmap``,
-so every meta-step page-faults its whole working set back in: measured here, a
-72 MB elementwise op ran at 3.4 GB/s with 18,433 page faults per call, and at
-11 GB/s with none once the heap was kept; a second-order Omniglot meta-step got
-~20% faster. :func:`keep_cpu_heap_resident` makes glibc serve everything from one
-heap that it never trims, so freed buffers are reused. Peak memory is unchanged,
-but freed memory is not returned to the OS until the process ends.
+serves large allocations with a fresh ``mmap`` and returns them with ``munmap``,
+so every meta-step page-faults part of its working set back in (measured here: a
+fresh 72 MB output costs 18,433 page faults, ~3.4 GB/s instead of ~11 GB/s).
+:func:`keep_cpu_heap_resident` asks glibc for one arena, no ``mmap``-served blocks
+and no trimming, so freed buffers are reused: a second-order Omniglot meta-step got
+~20% faster (1,120 -> 877 ms, benchmarks/RESULTS.md). Threads that already picked
+an arena keep it, so blocks above 64 MB from such threads are still mapped afresh;
+the ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0`` environment variables, set before
+the process starts, reach those too.
 
 The ``metax`` command and the benchmarks call it at start-up; in a notebook or a
-script, call it before the first JAX computation (worker threads pick their
-allocation arena at their first allocation).
+script, call it before the first JAX computation. Peak memory is unchanged, but
+freed memory stays with the process until it ends.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
 
-def keep_cpu_heap_resident() -> bool:
-    """Tunes glibc ``malloc`` so freed XLA:CPU buffers are reused, not unmapped.
+def is_glibc() -> bool:
+    """Whether this process runs on Linux with glibc (where these settings apply)."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
-    One arena for all threads, no ``mmap``-served allocations, no trimming.
+
+def keep_cpu_heap_resident() -> bool:
+    """Tunes glibc ``malloc`` in this process so freed XLA:CPU buffers are reused.
+
+    One arena for threads that have none yet, no ``mmap``-served allocations, no
+    trimming. Call it before the first JAX computation.
 
     Returns:
       ``True`` if applied, ``False`` where the C library is not glibc (macOS,
@@ -40,7 +47,7 @@ def keep_cpu_heap_resident() -> bool:
       >>> metax.keep_cpu_heap_resident() in (True, False)
       True
     """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not is_glibc():
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
