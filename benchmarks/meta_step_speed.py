@@ -13,6 +13,7 @@ and the ratio is taken within each pair. Workloads (issue 5):
     .venv/bin/python benchmarks/meta_step_speed.py --workloads B A D [--pairs 3] [--no-l2l]
     .venv/bin/python benchmarks/meta_step_speed.py --workloads C --impls metax --plot
     .venv/bin/python benchmarks/meta_step_speed.py --cross-check
+    .venv/bin/python benchmarks/meta_step_speed.py --workloads D --impls metax metax:pooling=reduce_window
 
 learn2learn runs in ``benchmarks/.venv-learn2learn`` (built on first use by
 ``learn2learn_env.sh``). Results are appended as JSON lines to
@@ -42,6 +43,7 @@ BASE = {
     "first_order": False,
     "chunk_size": None,
     "conv": "auto",
+    "pooling": "select",
 }
 OMNIGLOT_A = {"kind": "omniglot", "ways": 5, "shots": 1, "queries": 15, "inner_steps": 5,
               "meta_batch": 32, "inner_lr": 0.4}  # fmt: skip
@@ -118,7 +120,7 @@ def metax_step(w: dict):
     from metax.nn import MLP, Conv4
 
     if w["kind"] == "omniglot":
-        model = Conv4(num_classes=w["ways"], conv_strategy=w["conv"])
+        model = Conv4(num_classes=w["ways"], conv_strategy=w["conv"], pooling=w["pooling"])
         params = model.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)))["params"]
 
         def loss_fn(p, batch):
@@ -281,11 +283,22 @@ def matmul_peak() -> dict:
 
 
 def child(impl: str, w: dict) -> dict:
-    """Runs one configuration in a fresh process; returns its JSON result."""
-    if impl == "learn2learn":
+    """Runs one configuration in a fresh process; returns its JSON result.
+
+    ``impl`` is ``metax``, ``reference`` or ``learn2learn``, optionally with workload
+    overrides, e.g. ``metax:pooling=reduce_window`` (a variant timed in the same pairs).
+    """
+    name, *overrides = impl.split(":")
+    for item in overrides:
+        key, value = item.split("=", 1)
+        w = {
+            **w,
+            key: json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value,
+        }
+    if name == "learn2learn":
         cmd = [str(L2L_PYTHON), str(HERE / "learn2learn_step.py"), json.dumps(w)]
     else:
-        cmd = [sys.executable, __file__, "--child", impl, json.dumps(w)]
+        cmd = [sys.executable, __file__, "--child", name, json.dumps(w)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
     if proc.returncode:
         return {"impl": impl, "error": proc.stderr.strip().splitlines()[-1:]}
@@ -358,6 +371,11 @@ def format_row(row: dict) -> str:
                zip(runs["metax"], runs["reference"], strict=True) if "error" not in a and "error" not in b]  # fmt: skip
         if rel:
             cells.append("metax/reference time per pair: " + ", ".join(f"{r:.3f}" for r in rel))
+    for variant in (impl for impl in runs if impl.startswith("metax:")):
+        rel = [median(b["step_ms"]) / median(a["step_ms"]) for a, b in
+               zip(runs["metax"], runs[variant], strict=True) if "error" not in a and "error" not in b]  # fmt: skip
+        if rel:
+            cells.append(f"{variant} / metax time per pair: " + ", ".join(f"{r:.3f}" for r in rel))
     return f"{row['describe']}\n  " + "\n  ".join(cells)
 
 
@@ -389,7 +407,8 @@ def main() -> None:
         print(json.dumps(matmul_peak()))
         return
     if args.child:
-        print(json.dumps(run_jax(json.loads(args.workload_json), args.child)))
+        result = run_jax(json.loads(args.workload_json), args.child)
+        print(json.dumps(result))
         return
     if "learn2learn" in args.impls or args.cross_check:
         subprocess.run(["bash", str(HERE / "learn2learn_env.sh")], check=True)

@@ -70,7 +70,9 @@ def test_select_pool_equals_reduce_window_values_gradients_and_tie_rule():
     np.testing.assert_array_equal(grad("select")(x), grad("reduce_window")(x))
     tied = jnp.asarray([[0.0, 2.0], [2.0, 2.0]]).reshape(1, 2, 2, 1)  # first maximum wins
     expected = jnp.asarray([[0.0, 1.0], [0.0, 0.0]]).reshape(1, 2, 2, 1)
-    np.testing.assert_array_equal(jax.grad(lambda a: max_pool_2x2(a).sum())(tied), expected)
+    for method in ("select", "reduce_window"):
+        tied_grad = jax.grad(lambda a, m=method: max_pool_2x2(a, method=m).sum())(tied)
+        np.testing.assert_array_equal(tied_grad, expected)
     with pytest.raises(ValueError, match="unknown pooling method 'avg'"):
         max_pool_2x2(x, method="avg")
     with pytest.raises(ValueError, match=r"expects \[N, H, W, C\], got shape \(7, 10, 3\)"):
