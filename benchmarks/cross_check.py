@@ -42,37 +42,14 @@ def metax_meta_gradient(w: dict):
     """metax's meta-gradient, loss, params and tasks for workload ``w`` in float64."""
     import jax.numpy as jnp
     import optax
+    from meta_step_speed import metax_model, random_tasks
 
     import metax
-    from metax.nn import MLP, Conv4
 
-    key = jax.random.key(3)
-    t = w["meta_batch"]
-    if w["kind"] == "omniglot":
-        model = Conv4(num_classes=w["ways"])
-        params = model.init(key, jnp.zeros((2, 28, 28, 1)))["params"]
-        n_s, n_q = w["ways"] * w["shots"], w["ways"] * w["queries"]
-        k1, k2 = jax.random.split(key)
-        labels = lambda n: jnp.tile(jnp.repeat(jnp.arange(w["ways"]), n // w["ways"]), (t, 1))  # noqa: E731
-        tasks = metax.Task(
-            support={"x": jax.random.uniform(k1, (t, n_s, 28, 28, 1)), "y": labels(n_s)},
-            query={"x": jax.random.uniform(k2, (t, n_q, 28, 28, 1)), "y": labels(n_q)},
-        )
-
-        def loss_fn(p, batch):
-            logits = model.apply({"params": p}, batch["x"])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-    else:
-        model = MLP(hidden=(40, 40))
-        params = model.init(key, jnp.zeros((2, 1)))["params"]
-        k1, k2 = jax.random.split(key)
-        xs = jax.random.uniform(k1, (t, w["shots"], 1), minval=-5, maxval=5)
-        xq = jax.random.uniform(k2, (t, w["queries"], 1), minval=-5, maxval=5)
-        tasks = metax.Task(support={"x": xs, "y": jnp.sin(xs)}, query={"x": xq, "y": jnp.sin(xq)})
-
-        def loss_fn(p, batch):
-            return jnp.mean((model.apply({"params": p}, batch["x"]) - batch["y"]) ** 2)
-
+    params, loss_fn = metax_model(w, jax.random.key(3))
+    tasks = jax.tree.map(
+        lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, random_tasks(w, 3)
+    )
     learner = metax.maml(
         loss_fn,
         inner_opt=optax.sgd(w["inner_lr"]),

@@ -109,29 +109,42 @@ def random_tasks(w: dict, seed: int):
     return metax.Task(support={"x": xs, "y": jnp.sin(xs)}, query={"x": xq, "y": jnp.sin(xq)})
 
 
-def metax_step(w: dict):
-    """metax: Flax model, ``metax.maml`` with an Optax SGD inner loop, ``metax.meta_step``."""
-    import jax
+def metax_model(w: dict, key):
+    """The workload's Flax model in metax: ``(params, loss_fn)``."""
     import jax.numpy as jnp
     import optax
 
-    import metax
     from metax.nn import MLP, Conv4
 
     if w["kind"] == "omniglot":
-        model = Conv4(num_classes=w["ways"], conv_strategy=w["conv"], pooling=w["pooling"])
-        params = model.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)))["params"]
+        model = Conv4(
+            num_classes=w["ways"],
+            conv_strategy=w.get("conv", "auto"),
+            pooling=w.get("pooling", "select"),
+        )
+        params = model.init(key, jnp.zeros((2, 28, 28, 1)))["params"]
 
         def loss_fn(p, batch):
             logits = model.apply({"params": p}, batch["x"])
             return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
     else:
         model = MLP(hidden=(40, 40))
-        params = model.init(jax.random.key(0), jnp.zeros((2, 1)))["params"]
+        params = model.init(key, jnp.zeros((2, 1)))["params"]
 
         def loss_fn(p, batch):
             return jnp.mean((model.apply({"params": p}, batch["x"]) - batch["y"]) ** 2)
 
+    return params, loss_fn
+
+
+def metax_step(w: dict):
+    """metax: Flax model, ``metax.maml`` with an Optax SGD inner loop, ``metax.meta_step``."""
+    import jax
+    import optax
+
+    import metax
+
+    params, loss_fn = metax_model(w, jax.random.key(0))
     learner = metax.maml(
         loss_fn,
         inner_opt=optax.sgd(w["inner_lr"]),
