@@ -47,9 +47,7 @@ def metax_meta_gradient(w: dict):
     import metax
 
     params, loss_fn = metax_model(w, jax.random.key(3))
-    tasks = jax.tree.map(
-        lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, random_tasks(w, 3)
-    )
+    tasks = random_tasks(w, 3)  # float64: cross_check enables x64 first
     learner = metax.maml(
         loss_fn,
         inner_opt=optax.sgd(w["inner_lr"]),

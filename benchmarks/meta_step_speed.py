@@ -79,7 +79,7 @@ def workloads(names: list[str]) -> list[dict]:
 # ---------------------------------------------------------------- JAX children
 
 
-def _jax_setup(w: dict):
+def _jax_setup():
     import metax
 
     metax.keep_cpu_heap_resident()
@@ -238,7 +238,7 @@ def run_jax(w: dict, impl: str) -> dict:
     """Compiles once, then times ``repeats`` meta-steps after ``warmup`` ones."""
     import resource
 
-    jax = _jax_setup(w)
+    jax = _jax_setup()
     import numpy as np
 
     step, params, opt_state = (metax_step if impl == "metax" else reference_step)(w)
@@ -276,7 +276,7 @@ def run_jax(w: dict, impl: str) -> dict:
 
 def matmul_peak() -> dict:
     """Best float32 GFLOP/s of a 2048^3 matmul on this machine (XLA:CPU, 2 threads)."""
-    jax = _jax_setup({})
+    jax = _jax_setup()
     import numpy as np
 
     a = jax.random.normal(jax.random.key(0), (2048, 2048))
