@@ -10,7 +10,12 @@ import pytest
 
 import metax
 from metax.nn import Conv4, StepBatchNorm, max_pool_2x2
-from metax.nn.conv import conv3x3_patches, conv3x3_xla, resolve_strategy
+from metax.nn.conv import (
+    conv3x3_patches,
+    conv3x3_patches_autodiff,
+    conv3x3_xla,
+    resolve_strategy,
+)
 
 
 def test_patches_convolution_equals_xla_convolution_values_and_gradients(x64):
@@ -26,6 +31,41 @@ def test_patches_convolution_equals_xla_convolution_values_and_gradients(x64):
     np.testing.assert_allclose(
         jax.vmap(conv3x3_patches)(xs, ks), jax.vmap(conv3x3_xla)(xs, ks), rtol=1e-10
     )
+
+
+def test_hand_written_convolution_derivatives_equal_jax_ones_to_third_order(x64):
+    """conv3x3_patches' custom VJPs (and theirs) against JAX's derivatives of the same matmul."""
+    rng = np.random.default_rng(3)
+    xs = jnp.asarray(rng.normal(size=(2, 3, 6, 5, 3)))  # 2 tasks, each with its own kernels
+    k1s = jnp.asarray(rng.normal(size=(2, 3, 3, 3, 4)))
+    k2s = jnp.asarray(rng.normal(size=(2, 3, 3, 4, 2)))
+
+    def net(conv, x, k1, k2):
+        return jnp.sum(jnp.sin(conv(jnp.tanh(conv(x, k1)), k2)))
+
+    def inner_step(conv, x, k1, k2):  # one SGD step on the kernels, then a loss: MAML's shape
+        g1, g2 = jax.grad(net, argnums=(2, 3))(conv, x, k1, k2)
+        return net(conv, x, k1 - 0.1 * g1, k2 - 0.1 * g2) + jnp.sum(
+            jax.grad(net, 1)(conv, x, k1, k2) ** 2
+        )
+
+    def third(conv, x, k1, k2):
+        return jnp.sum(jax.grad(inner_step, argnums=2)(conv, x, k1, k2) ** 2)
+
+    for order, f in enumerate((net, inner_step, third), start=1):
+
+        def per_task(conv, f=f):
+            return jax.jit(jax.vmap(jax.grad(lambda *a: f(conv, *a), argnums=(0, 1, 2))))
+
+        fast, reference = (
+            per_task(conv3x3_patches)(xs, k1s, k2s),
+            per_task(conv3x3_patches_autodiff)(xs, k1s, k2s),
+        )
+        chex.assert_trees_all_close(fast, reference, rtol=1e-9, atol=1e-9 * order)
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(lambda x: conv3x3_patches(x, k1s[0]), (xs[0],), (xs[0],))
+    jvp = jax.jvp(lambda x: conv3x3_patches_autodiff(x, k1s[0]), (xs[0],), (xs[0],))[1]
+    np.testing.assert_allclose(jvp, conv3x3_xla(xs[0], k1s[0]), rtol=1e-10)
 
 
 def test_conv_strategy_names():

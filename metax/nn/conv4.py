@@ -18,7 +18,8 @@ class Conv4(nn.Module):
       features: filters per convolution (64 in Finn et al.).
       num_steps: inner steps, for the ``per_step`` batch-norm policy.
       bn_policy: ``batch`` or ``per_step`` (see :class:`StepBatchNorm`).
-      conv_strategy: ``auto``, ``patches`` or ``xla`` (see :class:`Conv3x3`).
+      conv_strategy: ``auto``, ``patches``, ``patches_autodiff`` or ``xla`` (see
+        :class:`metax.nn.Conv3x3`).
       pooling: ``select`` or ``reduce_window`` (see :func:`max_pool_2x2`).
 
     Example:

@@ -54,7 +54,8 @@ class OmniglotConfig:
       backbone: ``conv4`` or ``resnet12``.
       bn_policy: ``batch`` (MAML) or ``per_step`` (MAML++'s BNRS + BNWB); ``auto``
         picks ``per_step`` for ``maml++``.
-      conv_strategy: ``auto``, ``patches`` or ``xla``.
+      conv_strategy: ``auto``, ``patches``, ``patches_autodiff`` or ``xla`` (see
+        :class:`metax.nn.Conv3x3`).
       seed, log_every, eval_every, checkpoint_every: as for sinusoid.
       val_episodes: validation episodes at each ``eval_every``.
       test_episodes: test episodes of the final evaluation.
