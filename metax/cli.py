@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from metax.nn.conv import STRATEGIES as CONV_STRATEGIES
+from metax.nn import CONV_STRATEGIES
 from metax.train.config import ALGOS, SinusoidConfig
 
 _DEFAULTS = SinusoidConfig()
