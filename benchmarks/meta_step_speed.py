@@ -10,10 +10,15 @@ and the ratio is taken within each pair. Workloads (issue 5):
   C   A, second order, 1/5/10/20 inner steps, with and without remat, and first order
   D   Finn et al.'s Omniglot training setting: 1 inner step, 1 query/class, meta-batch 32
 
-    .venv/bin/python benchmarks/meta_step_speed.py --workloads B A D [--pairs 3] [--no-l2l]
+    .venv/bin/python benchmarks/meta_step_speed.py --workloads B A D [--pairs 3]
+    .venv/bin/python benchmarks/meta_step_speed.py --workloads D --impls metax reference
     .venv/bin/python benchmarks/meta_step_speed.py --workloads C --impls metax --plot
     .venv/bin/python benchmarks/meta_step_speed.py --cross-check
     .venv/bin/python benchmarks/meta_step_speed.py --workloads D --impls metax metax:pooling=reduce_window
+
+A variant ``metax:key=value`` overrides one workload field for metax in the same
+pairs: ``conv=patches_autodiff``, ``pooling=reduce_window``, ``chunk_size=1``,
+``resident_heap=false`` (no ``metax.keep_cpu_heap_resident()``).
 
 learn2learn runs in ``benchmarks/.venv-learn2learn`` (built on first use by
 ``learn2learn_env.sh``). Results are appended as JSON lines to
@@ -44,6 +49,7 @@ BASE = {
     "chunk_size": None,
     "conv": "auto",
     "pooling": "select",
+    "resident_heap": True,  # metax.keep_cpu_heap_resident() in the JAX children
 }
 OMNIGLOT_A = {"kind": "omniglot", "ways": 5, "shots": 1, "queries": 15, "inner_steps": 5,
               "meta_batch": 32, "inner_lr": 0.4}  # fmt: skip
@@ -79,10 +85,11 @@ def workloads(names: list[str]) -> list[dict]:
 # ---------------------------------------------------------------- JAX children
 
 
-def _jax_setup():
+def _jax_setup(resident_heap: bool = True):
     import metax
 
-    metax.keep_cpu_heap_resident()
+    if resident_heap:
+        metax.keep_cpu_heap_resident()
     import jax
 
     return jax
@@ -229,7 +236,7 @@ def run_jax(w: dict, impl: str) -> dict:
     """Compiles once, then times ``repeats`` meta-steps after ``warmup`` ones."""
     import resource
 
-    jax = _jax_setup()
+    jax = _jax_setup(w["resident_heap"])
     import numpy as np
 
     step, params, opt_state = (metax_step if impl == "metax" else reference_step)(w)
@@ -238,6 +245,7 @@ def run_jax(w: dict, impl: str) -> dict:
     t0 = time.perf_counter()
     compiled = jitted.lower(params, opt_state, batches[0]).compile()
     compile_s = time.perf_counter() - t0
+    memory = compiled.memory_analysis()
     state = (params, opt_state)
     times = []
     for i in range(w["warmup"] + w["repeats"]):
@@ -259,6 +267,7 @@ def run_jax(w: dict, impl: str) -> dict:
         "first_step_ms": 1000 * times[0],
         "flops": float(cost.get("flops", float("nan"))),
         "peak_rss_mb": peak_rss_mb,
+        "xla_temp_mb": memory.temp_size_in_bytes / 2**20 if memory else float("nan"),
         "versions": {
             "jax": jax.__version__,
             "jaxlib": jax.lib.__version__,
@@ -356,6 +365,8 @@ def format_row(row: dict) -> str:
         text = f"{impl}: {ms:,.1f} ms, {1000 * w['meta_batch'] / ms:,.0f} tasks/s, {rss:,.0f} MB"
         if "compile_s" in ok[0]:
             text += f", compile {median([r['compile_s'] for r in ok]):.1f} s"
+        if "xla_temp_mb" in ok[0]:
+            text += f", XLA temporaries {ok[0]['xla_temp_mb']:,.0f} MB"
         flops = [r["flops"] for rs2 in runs.values() for r in rs2 if "flops" in r]
         if flops:
             gf = flops[0] / ms / 1e6

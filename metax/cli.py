@@ -57,6 +57,13 @@ def _widths(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``metax`` command."""
     parser = argparse.ArgumentParser(prog="metax", description="Functional meta-learning in JAX.")
+    parser.add_argument(
+        "--heap",
+        choices=("resident", "default"),
+        default="resident",
+        help="resident: keep freed XLA:CPU buffers in the process (faster steps, more peak memory;"
+        " see metax.keep_cpu_heap_resident); default: glibc's own malloc settings",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="meta-train on a task family")
@@ -261,9 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metax`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from metax.cpu_heap import keep_cpu_heap_resident
+    from metax import cpu_heap
 
-    keep_cpu_heap_resident()  # before the first JAX computation
+    if args.heap == "resident":
+        cpu_heap.keep_cpu_heap_resident()  # before the first JAX computation
     from metax.train.checkpoint import CheckpointError
     from metax.train.loop import NonFiniteLossError
 

@@ -12,8 +12,15 @@ the ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0`` environment variables, set before
 the process starts, reach those too.
 
 The ``metax`` command and the benchmarks call it at start-up; in a notebook or a
-script, call it before the first JAX computation. Peak memory is unchanged, but
-freed memory stays with the process until it ends.
+script, call it before the first JAX computation.
+
+It trades memory for time. Freed memory stays with the process until it ends, and
+the heap fragments: when a step's large temporary block cannot be placed in the
+freed space, the heap grows by another block. Measured on a second-order Omniglot
+meta-step (Finn et al.'s setting, meta-batch 32): peak resident memory 3.0 GB
+instead of 1.7 GB, reached within ~10 steps and flat over the next 30. Where
+memory is the constraint, leave it off or bound the meta-step's temporaries with
+``meta_step(..., chunk_size=...)``.
 """
 
 from __future__ import annotations

@@ -162,3 +162,20 @@ def test_diverging_training_stops_with_a_clear_error_and_keeps_the_last_checkpoi
     assert result.returncode == 1
     assert "meta-training loss is nan at step 10" in result.stderr, result.stderr
     assert "the last good checkpoint (step None)" in result.stderr
+
+
+@pytest.mark.parametrize("heap, calls", [("resident", 1), ("default", 0)])
+def test_heap_option_decides_whether_the_cpu_heap_is_kept_resident(
+    tmp_path, monkeypatch, capsys, heap, calls
+):
+    from metax import cli, cpu_heap
+
+    seen = []
+    monkeypatch.setattr(cpu_heap, "keep_cpu_heap_resident", lambda: seen.append(True))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--heap", heap, "eval", str(tmp_path / "nothing")])
+    assert exit_.value.code == 1 and "no run configuration" in capsys.readouterr().err
+    assert len(seen) == calls
+    with pytest.raises(SystemExit):
+        cli.main(["--heap", "huge", "eval", str(tmp_path)])
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
