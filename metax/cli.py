@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from metax.nn import CONV_STRATEGIES
+from metax.nn import BN_POLICIES, CONV_STRATEGIES
 from metax.train.config import ALGOS, SinusoidConfig
 
 _DEFAULTS = SinusoidConfig()
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     omni.add_argument("--steps", type=_positive_int, default=o.steps)
     omni.add_argument("--features", type=_positive_int, default=o.features)
     omni.add_argument("--backbone", choices=("conv4", "resnet12"), default=o.backbone)
-    omni.add_argument("--bn-policy", choices=("auto", "batch", "per_step"), default=o.bn_policy)
+    omni.add_argument("--bn-policy", choices=("auto", *BN_POLICIES), default=o.bn_policy)
     omni.add_argument("--conv-strategy", choices=CONV_STRATEGIES, default=o.conv_strategy)
     omni.add_argument("--seed", type=int, default=o.seed)
     omni.add_argument("--log-every", type=_positive_int, default=o.log_every)

@@ -155,6 +155,20 @@ def test_conv4_strategies_give_the_same_network():
     np.testing.assert_allclose(a.apply(variables, x), b.apply(variables, x), rtol=1e-4, atol=1e-5)
 
 
+def test_per_step_batch_policy_uses_step_weights_and_each_batch_own_statistics():
+    bn = StepBatchNorm(num_steps=3, policy="per_step_batch")
+    x = jax.random.normal(jax.random.key(0), (16, 4)) * 3.0 + 1.0
+    variables = bn.init(jax.random.key(1), x)
+    assert set(variables) == {"params"} and variables["params"]["scale"].shape == (3, 4)
+    params = {"scale": jnp.arange(1.0, 13.0).reshape(3, 4), "bias": jnp.full((3, 4), 0.5)}
+    normalised = (x - x.mean(0)) / jnp.sqrt(x.var(0) + 1e-5)
+    for step in range(4):  # a step past the last reuses the last step's weights
+        want = normalised * params["scale"][min(step, 2)] + 0.5
+        for train in (True, False):  # support and query alike: the batch's own statistics
+            got = bn.apply({"params": params}, x, step=step, train=train)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_per_step_batch_norm_parameters_and_statistics_are_per_step():
     bn = StepBatchNorm(num_steps=3, policy="per_step", momentum=0.9)
     x = jax.random.normal(jax.random.key(0), (16, 4)) * 3.0 + 1.0

@@ -62,11 +62,14 @@ def test_meta_step_including_sampling_compiles_once(data):
     assert state.model_state["StepBatchNorm_0"]["mean"].shape == (2, 16)
 
 
-def test_checkpoint_round_trip_keeps_batch_norm_state_and_continues_identically(data, tmp_path):
+@pytest.mark.parametrize("bn_policy", ["per_step", "per_step_batch"])
+def test_checkpoint_round_trip_keeps_batch_norm_state_and_continues_identically(
+    data, tmp_path, bn_policy
+):
     from metax.train import Checkpointer
     from metax.train.loop import abstract_like
 
-    cfg = dataclasses.replace(SHORT, algo="maml++", inner_steps=2, features=8)
+    cfg = dataclasses.replace(SHORT, algo="maml++", inner_steps=2, features=8, bn_policy=bn_policy)
     problem = og.build(cfg, data)
     step = problem.step_for(0)
     state = og.initial_state(cfg, problem)
@@ -77,6 +80,12 @@ def test_checkpoint_round_trip_keeps_batch_norm_state_and_continues_identically(
     restored = ckpt.restore(abstract_like(og.initial_state(cfg, problem)))
     jax.tree.map(np.testing.assert_array_equal, state, restored)
     assert restored.model_state is not None and int(restored.step) == 3
+    if bn_policy == "per_step_batch":  # no statistics to carry
+        assert jax.tree.leaves(restored.model_state) == []
+    # Each inner step trains its own BN weights: a model always told step 0 leaves row 1 at 1.
+    scale = np.asarray(state.meta_params.params["StepBatchNorm_0"]["scale"])
+    assert scale.shape == (2, 8) and not np.allclose(scale[1], 1.0)
+    assert not np.allclose(scale[0], scale[1])
     for _ in range(2):
         state, _ = step(state)
         restored, _ = step(restored)

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-BN_POLICIES = ("batch", "per_step")
+BN_POLICIES = ("batch", "per_step", "per_step_batch")
 
 
 class StepBatchNorm(nn.Module):
@@ -24,6 +24,11 @@ class StepBatchNorm(nn.Module):
         slot ``step``. Query examples are thus never normalised with each other's
         statistics and never enter the state. ``momentum > 0`` turns the slots into
         running statistics carried across meta-steps.
+      * ``per_step_batch`` (MAML++'s BNWB with batch statistics, which is what MAML++'s
+        reference code does in practice): one learned scale/bias per channel per inner
+        step as in ``per_step``, but every batch, support or query, is normalised
+        with its own statistics as in ``batch`` (transductive at the query, like
+        MAML); no state.
 
     ``step`` beyond ``num_steps - 1`` uses the last step's parameters and statistics.
 
@@ -50,11 +55,13 @@ class StepBatchNorm(nn.Module):
         if self.policy == "batch":
             scale = self.param("scale", nn.initializers.ones, (c,))
             bias = self.param("bias", nn.initializers.zeros, (c,))
-            mean, var = jnp.mean(x, axes), jnp.var(x, axes)
         else:
             step = jnp.minimum(jnp.asarray(step, jnp.int32), self.num_steps - 1)
             scale = self.param("scale", nn.initializers.ones, (self.num_steps, c))[step]
             bias = self.param("bias", nn.initializers.zeros, (self.num_steps, c))[step]
+        if self.policy != "per_step":  # batch statistics, support and query alike
+            mean, var = jnp.mean(x, axes), jnp.var(x, axes)
+        else:
             ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (self.num_steps, c))
             ra_var = self.variable("batch_stats", "var", jnp.ones, (self.num_steps, c))
             if train:

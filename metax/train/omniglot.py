@@ -17,7 +17,7 @@ import metax
 from metax.data.episodes import EpisodeSpec, check_episode_spec, sample_episode, sample_episodes
 from metax.data.omniglot import Omniglot, load_npz, load_png_folders, load_tfds
 from metax.data.splits import Split, alphabet_split, maml_split
-from metax.nn import Conv4, ResNet12
+from metax.nn import BN_POLICIES, Conv4, ResNet12
 from metax.train.checkpoint import Checkpointer
 from metax.train.config import load_config
 from metax.train.finetune import fine_tuning_rates
@@ -52,8 +52,10 @@ class OmniglotConfig:
       steps: meta-steps.
       features: filters of Conv-4 (ResNet-12: widths ``features * (1, 2.5, 5, 10)``).
       backbone: ``conv4`` or ``resnet12``.
-      bn_policy: ``batch`` (MAML) or ``per_step`` (MAML++'s BNRS + BNWB); ``auto``
-        picks ``per_step`` for ``maml++``.
+      bn_policy: ``batch`` (MAML), ``per_step`` (MAML++'s BNRS + BNWB, the query
+        normalised with the support statistics of its step) or ``per_step_batch``
+        (per-step BN weights with batch statistics, as MAML++'s reference code does in
+        practice); ``auto`` picks ``per_step`` for ``maml++``.
       conv_strategy: ``auto``, ``patches``, ``patches_autodiff`` or ``xla`` (see
         :class:`metax.nn.Conv3x3`).
       seed, log_every, eval_every, checkpoint_every: as for sinusoid.
@@ -103,9 +105,9 @@ class OmniglotConfig:
             raise ValueError(
                 f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}."
             )
-        if self.bn_policy not in ("auto", "batch", "per_step"):
+        if self.bn_policy not in ("auto", *BN_POLICIES):
             raise ValueError(
-                f"unknown bn_policy {self.bn_policy!r}; choose auto, batch or per_step."
+                f"unknown bn_policy {self.bn_policy!r}; choose auto or one of {BN_POLICIES}."
             )
         for name in (
             "ways",
@@ -198,7 +200,7 @@ def cross_entropy_loss(model: Conv4 | ResNet12, *, train: bool, stateful: bool) 
             logits, updates = model.apply(
                 variables, x, step=step, train=True, mutable=["batch_stats"]
             )
-            return logits, updates["batch_stats"]
+            return logits, updates.get("batch_stats", state)  # per_step_batch: no statistics
         return model.apply(variables, x, step=step, train=train), state
 
     def metrics(logits, y):
@@ -247,7 +249,9 @@ def build(config: OmniglotConfig, data: Omniglot) -> Problem:
     }
 
     policy = config.resolved_bn_policy
-    stateful = policy == "per_step"
+    # Both per-step policies need the inner step index, which metax hands to stateful
+    # losses; per_step_batch carries an empty state.
+    stateful = policy in ("per_step", "per_step_batch")
     common = {
         "num_classes": config.ways,
         "num_steps": config.inner_steps,
@@ -261,7 +265,7 @@ def build(config: OmniglotConfig, data: Omniglot) -> Problem:
         model = ResNet12(widths=(f, int(2.5 * f), 5 * f, 10 * f), **common)
     loss_fn = cross_entropy_loss(model, train=True, stateful=stateful)
     options = {"has_aux": True, "stateful": stateful}
-    if stateful:  # the query is normalised with the support statistics of its step
+    if stateful:  # per_step: the query is normalised with the support statistics of its step
         options["query_loss_fn"] = cross_entropy_loss(model, train=False, stateful=True)
     learners = build_learners(config, loss_fn, **options)
     outer_opt = outer_optimizer(config)
@@ -283,7 +287,7 @@ def initial_state(config: OmniglotConfig, problem: Problem) -> TrainState:
         jax.random.key(config.seed + 1_000_003), jnp.zeros((2, 28, 28, 1))
     )
     meta_params = problem.learner.init(variables["params"])
-    model_state = variables.get("batch_stats") if problem.stateful else None
+    model_state = variables.get("batch_stats", {}) if problem.stateful else None
     return TrainState(meta_params, problem.outer_opt.init(meta_params), jnp.int32(0), model_state)
 
 
