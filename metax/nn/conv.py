@@ -77,8 +77,9 @@ def conv3x3_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return conv3x3_patches_autodiff(x, kernel)
 
 
-def _conv_fwd(x, kernel):
-    return conv3x3_patches(x, kernel), (x, kernel)
+def _keeping_inputs(f):
+    """The forward rule of a two-argument ``custom_vjp``: ``f``'s value, both inputs as residuals."""
+    return lambda a, b: (f(a, b), (a, b))
 
 
 def _conv_bwd(residuals, grad_out):
@@ -86,7 +87,7 @@ def _conv_bwd(residuals, grad_out):
     return conv3x3_patches(grad_out, _flip(kernel)), conv3x3_kernel_grad(x, grad_out)
 
 
-conv3x3_patches.defvjp(_conv_fwd, _conv_bwd)
+conv3x3_patches.defvjp(_keeping_inputs(conv3x3_patches), _conv_bwd)
 
 
 @jax.custom_vjp
@@ -109,16 +110,12 @@ def conv3x3_kernel_grad(x: jax.Array, grad_out: jax.Array) -> jax.Array:
     return flat.reshape(3, 3, x.shape[-1], grad_out.shape[-1])
 
 
-def _kernel_grad_fwd(x, grad_out):
-    return conv3x3_kernel_grad(x, grad_out), (x, grad_out)
-
-
 def _kernel_grad_bwd(residuals, cotangent):
     x, grad_out = residuals
     return conv3x3_patches(grad_out, _flip(cotangent)), conv3x3_patches(x, cotangent)
 
 
-conv3x3_kernel_grad.defvjp(_kernel_grad_fwd, _kernel_grad_bwd)
+conv3x3_kernel_grad.defvjp(_keeping_inputs(conv3x3_kernel_grad), _kernel_grad_bwd)
 
 
 def conv3x3_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
