@@ -126,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=o.queries,
         help="query examples per class (training)",
     )
-    omni.add_argument("--eval-queries", type=_positive_int, default=o.eval_queries)
+    omni.add_argument(
+        "--eval-queries",
+        type=_positive_int,
+        default=o.eval_queries,
+        help="query examples per class at validation and test (default: --queries)",
+    )
     omni.add_argument("--inner-steps", type=_positive_int, default=o.inner_steps)
     omni.add_argument("--eval-inner-steps", type=_positive_int, default=o.eval_inner_steps)
     omni.add_argument("--inner-lr", type=_positive_float, default=o.inner_lr)
@@ -167,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--eval-tasks", type=_positive_int, default=None)
     ev.add_argument("--eval-steps", type=_positive_int, default=None)
+    ev.add_argument(
+        "--eval-queries",
+        type=_positive_int,
+        default=None,
+        help="query examples per class (Omniglot) or query points (sinusoid); default: the run's",
+    )
+    ev.add_argument(
+        "--step", type=_non_negative_int, default=None, help="checkpoint step (default: latest)"
+    )
     return parser
 
 
@@ -225,18 +239,28 @@ def _eval(args: argparse.Namespace) -> dict:
     from metax.train import omniglot, sinusoid
 
     if _is_omniglot_run(args.run_dir):
-        config, problem, state = omniglot.load_run(args.run_dir)
-        overrides = {"test_episodes": args.eval_tasks, "eval_inner_steps": args.eval_steps}
-        config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v})
+        overrides = {
+            "test_episodes": args.eval_tasks,
+            "eval_inner_steps": args.eval_steps,
+            "eval_queries": args.eval_queries,
+        }
+        config, problem, state = omniglot.load_run(
+            args.run_dir, step=args.step, **{k: v for k, v in overrides.items() if v}
+        )
         results = omniglot.evaluate_run(config, problem, state, args.run_dir)
         (args.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
         return results
-    config, problem, meta_params = sinusoid.load_run(args.run_dir)
+    config, problem, meta_params = sinusoid.load_run(args.run_dir, step=args.step)
     overrides = {
-        k: v for k, v in (("eval_tasks", args.eval_tasks), ("eval_steps", args.eval_steps)) if v
+        "eval_tasks": args.eval_tasks,
+        "eval_steps": args.eval_steps,
+        "eval_queries": args.eval_queries,
     }
+    overrides = {k: v for k, v in overrides.items() if v}
     config = dataclasses.replace(config, **overrides)
     results = sinusoid.evaluate_run(config, problem, meta_params, args.run_dir)
+    if args.step is not None:
+        results["steps"] = args.step  # the checkpoint's, not the schedule's
     (args.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
     return results
 

@@ -127,6 +127,15 @@ def test_eval_of_missing_or_corrupt_checkpoint(tmp_path):
     assert ok.returncode == 0 and "MSE after  1 step(s)" in ok.stdout
     assert json.loads((run / "eval.json").read_text())["num_tasks"] == 20
 
+    # an older checkpoint, with another protocol; a step that is not kept is named
+    ok = metax("eval", run, "--step", "10", "--eval-queries", "7", "--eval-tasks", "20")
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads((run / "eval.json").read_text())
+    assert (result["steps"], result["eval_queries"]) == (10, 7)
+    result = metax("eval", run, "--step", "15")
+    assert result.returncode == 1
+    assert "no checkpoint at step 15" in result.stderr and "[10, 20]" in result.stderr
+
     for path in (run / "checkpoints").rglob("*"):
         if path.is_file():
             path.write_bytes(b"garbage")

@@ -40,6 +40,7 @@ def test_short_maml_run_learns_5way_1shot(data, tmp_path):
     meta-gradient or a label/episode bug stays near chance."""
     res = og.train(SHORT, tmp_path / "run", progress=False, data=data)
     assert res["test_episodes"] == 100
+    assert res["eval_queries"] == SHORT.queries == 1  # Finn et al.'s protocol: as in training
     assert res["test_accuracy"] > 0.55, res
     records = [
         json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

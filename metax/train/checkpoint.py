@@ -36,6 +36,10 @@ class Checkpointer:
         """The step of the newest complete checkpoint, or ``None``."""
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """The steps of all complete checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
+
     def save(self, step: int, state: Any) -> None:
         """Saves ``state`` at ``step`` and waits until it is on disk.
 
@@ -57,11 +61,17 @@ class Checkpointer:
         """Restores the checkpoint at ``step`` (default: latest) into ``abstract_state``'s structure.
 
         Raises:
-          CheckpointError: if there is no checkpoint or it cannot be read.
+          CheckpointError: if there is no checkpoint (at ``step``) or it cannot be read.
         """
-        step = self.latest_step() if step is None else step
         if step is None:
-            raise CheckpointError(f"no checkpoint found in {self.directory}")
+            step = self.latest_step()
+            if step is None:
+                raise CheckpointError(f"no checkpoint found in {self.directory}")
+        elif step not in self.all_steps():
+            raise CheckpointError(
+                f"no checkpoint at step {step} in {self.directory}; "
+                f"the kept steps are {self.all_steps() or 'none'}"
+            )
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
         try:
             return self._manager.restore(step, args=ocp.args.StandardRestore(target))

@@ -42,7 +42,11 @@ class OmniglotConfig:
       algo: ``maml``, ``fomaml``, ``maml++`` or ``reptile``.
       ways, shots: N-way K-shot.
       queries: query examples per class while meta-training.
-      eval_queries: query examples per class when evaluating.
+      eval_queries: query examples per class when evaluating; ``None``: ``queries``, as
+        in Finn et al.'s and Antoniou et al.'s test protocols. With batch statistics
+        (``bn_policy="batch"`` or ``"per_step_batch"``) the query set is normalised as one
+        batch, so its size is part of the protocol: a 75-image query set is normalised
+        differently from the 5-image ones seen in meta-training.
       inner_steps: inner steps while meta-training.
       eval_inner_steps: fine-tuning steps at validation and test.
       inner_lr: inner SGD rate (MAML++: initial learned rate).
@@ -71,7 +75,7 @@ class OmniglotConfig:
     ways: int = 5
     shots: int = 1
     queries: int = 1
-    eval_queries: int = 15
+    eval_queries: int | None = None
     inner_steps: int = 1
     eval_inner_steps: int = 10
     inner_lr: float = 0.4
@@ -95,6 +99,8 @@ class OmniglotConfig:
     first_order_epochs: int = 0
 
     def __post_init__(self):
+        if self.eval_queries is None:
+            object.__setattr__(self, "eval_queries", self.queries)
         if self.algo not in ALGOS:
             raise ValueError(
                 f"unknown algo {self.algo!r} for omniglot; choose one of {', '.join(ALGOS)}."
@@ -420,6 +426,8 @@ def evaluate_run(
         "shots": config.shots,
         "steps_trained": int(state.step),
         "test_episodes": int(acc.size),
+        "eval_queries": config.eval_queries,
+        "eval_inner_steps": config.eval_inner_steps,
         "test_accuracy": mean,
         "ci95": ci,
     }
@@ -432,13 +440,24 @@ def evaluate_run(
 
 
 def load_run(
-    out: str | Path, *, data: Omniglot | None = None
+    out: str | Path,
+    *,
+    data: Omniglot | None = None,
+    step: int | None = None,
+    **overrides: Any,
 ) -> tuple[OmniglotConfig, Problem, TrainState]:
-    """Config, problem and latest checkpointed state of an Omniglot run directory."""
+    """Config, problem and checkpointed state of an Omniglot run directory.
+
+    Args:
+      out: the run directory.
+      data: the dataset, if already loaded (default: ``config.data``).
+      step: which checkpoint (default: the latest).
+      **overrides: config fields to change for evaluation, e.g. ``eval_queries=1``.
+    """
     out = Path(out)
-    config = OmniglotConfig.load(out / "config.json")
+    config = dataclasses.replace(OmniglotConfig.load(out / "config.json"), **overrides)
     problem = build(config, load_data(config.data) if data is None else data)
     checkpointer = Checkpointer(out / "checkpoints")
-    state = checkpointer.restore(abstract_like(initial_state(config, problem)))
+    state = checkpointer.restore(abstract_like(initial_state(config, problem)), step)
     checkpointer.close()
     return config, problem, state

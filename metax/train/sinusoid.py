@@ -191,7 +191,13 @@ def evaluate_run(
         config, problem, num_tasks=config.eval_tasks, num_steps=config.eval_steps
     )
     mse = np.asarray(evaluate(meta_params))
-    results = {"algo": config.algo, "shots": config.shots, "steps": config.steps, **summarize(mse)}
+    results = {
+        "algo": config.algo,
+        "shots": config.shots,
+        "steps": config.steps,
+        "eval_queries": config.eval_queries,
+        **summarize(mse),
+    }
     plots.loss_curve(
         MetricsLog(out / "metrics.jsonl").read(), out / "loss_curve.png", title=_title(config)
     )
@@ -203,12 +209,14 @@ def _title(config: SinusoidConfig) -> str:
     return f"{config.algo}, {config.shots}-shot, {config.inner_steps} inner step(s), {config.steps} meta-steps"
 
 
-def load_run(out: str | Path) -> tuple[SinusoidConfig, Problem, metax.MetaParams]:
-    """Loads the config and latest checkpoint of a run directory."""
+def load_run(
+    out: str | Path, *, step: int | None = None
+) -> tuple[SinusoidConfig, Problem, metax.MetaParams]:
+    """Loads the config and the checkpoint at ``step`` (default: latest) of a run directory."""
     out = Path(out)
     config = SinusoidConfig.load(out / "config.json")
     problem = build(config)
     checkpointer = Checkpointer(out / "checkpoints")
-    state = checkpointer.restore(abstract_like(initial_state(config, problem)))
+    state = checkpointer.restore(abstract_like(initial_state(config, problem)), step)
     checkpointer.close()
     return config, problem, state.meta_params
