@@ -28,7 +28,9 @@ With ``has_aux=True``: ``loss_fn(params, batch) -> (scalar, aux)``.
 With ``stateful=True``: ``loss_fn(params, state, batch, step) -> (scalar, new_state)``,
 or ``(scalar, (new_state, aux))`` when ``has_aux=True`` as well; ``step`` is the
 inner step index (an int32 scalar), so a model can pick per-step batch-norm
-statistics or per-step affine parameters inside ``jit``.
+statistics or per-step affine parameters inside ``jit``. A model that needs only the
+step index (e.g. ``metax.nn.Conv4(bn_policy="per_step_batch")``) uses this form with
+an empty state: pass ``state={}`` and return it unchanged.
 """
 
 
