@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check metax tests benchmarks notebooks
-	$(PY) -m ruff format --check metax tests benchmarks
+	$(PY) -m ruff format --check metax tests benchmarks notebooks
 
 test: lint
 	$(PY) -m pytest -q --doctest-modules metax tests
