@@ -248,7 +248,7 @@ def _eval(args: argparse.Namespace) -> dict:
             args.run_dir, step=args.step, **{k: v for k, v in overrides.items() if v}
         )
         results = omniglot.evaluate_run(config, problem, state, args.run_dir)
-        (args.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+        _save_eval(args.run_dir, results)
         return results
     config, problem, meta_params = sinusoid.load_run(args.run_dir, step=args.step)
     overrides = {
@@ -261,8 +261,15 @@ def _eval(args: argparse.Namespace) -> dict:
     results = sinusoid.evaluate_run(config, problem, meta_params, args.run_dir)
     if args.step is not None:
         results["steps"] = args.step  # the checkpoint's, not the schedule's
-    (args.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    _save_eval(args.run_dir, results)
     return results
+
+
+def _save_eval(run_dir: Path, results: dict) -> None:
+    """``eval.json`` holds the latest evaluation; ``evals.jsonl`` keeps every one."""
+    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    with open(run_dir / "evals.jsonl", "a") as f:
+        f.write(json.dumps(results) + "\n")
 
 
 def _report(results: dict) -> None:

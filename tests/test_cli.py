@@ -132,6 +132,8 @@ def test_eval_of_missing_or_corrupt_checkpoint(tmp_path):
     assert ok.returncode == 0, ok.stderr
     result = json.loads((run / "eval.json").read_text())
     assert (result["steps"], result["eval_queries"]) == (10, 7)
+    history = [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]
+    assert [(r["steps"], r["eval_queries"]) for r in history] == [(20, 100), (10, 7)]
     result = metax("eval", run, "--step", "15")
     assert result.returncode == 1
     assert "no checkpoint at step 15" in result.stderr and "[10, 20]" in result.stderr
