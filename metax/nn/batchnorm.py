@@ -33,8 +33,8 @@ class StepBatchNorm(nn.Module):
     ``step`` beyond ``num_steps - 1`` uses the last step's parameters and statistics.
 
     Attributes:
-      num_steps: number of inner steps (per-step policy).
-      policy: ``batch`` or ``per_step``.
+      num_steps: number of inner steps (per-step policies).
+      policy: ``batch``, ``per_step`` or ``per_step_batch``.
       momentum: statistics decay (``new = momentum * old + (1 - momentum) * batch``).
       epsilon: variance floor.
     """
