@@ -38,6 +38,7 @@ def test_omniglot_notebook_executes(monkeypatch):
         "METAX_NB_STEPS": "20",
         "METAX_NB_FEATURES": "8",
         "METAX_NB_META_BATCH": "4",
+        "METAX_NB_INNER_STEPS": "2",
         "MPLBACKEND": "Agg",
     }.items():
         monkeypatch.setenv(name, value)
