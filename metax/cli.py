@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     sin.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     from metax.train.omniglot import ALGOS as OMNIGLOT_ALGOS
-    from metax.train.omniglot import SPLITS, OmniglotConfig
+    from metax.train.omniglot import INNER_BN, SPLITS, OmniglotConfig
 
     o = OmniglotConfig
     omni = families.add_parser("omniglot", help="N-way K-shot Omniglot classification (Conv-4)")
@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     omni.add_argument("--features", type=_positive_int, default=o.features)
     omni.add_argument("--backbone", choices=("conv4", "resnet12"), default=o.backbone)
     omni.add_argument("--bn-policy", choices=("auto", *BN_POLICIES), default=o.bn_policy)
+    omni.add_argument(
+        "--inner-bn",
+        choices=INNER_BN,
+        default=o.inner_bn,
+        help="fine-tune batch-norm weights in the inner loop, or learn them in the outer loop only",
+    )
     omni.add_argument("--conv-strategy", choices=CONV_STRATEGIES, default=o.conv_strategy)
     omni.add_argument("--seed", type=int, default=o.seed)
     omni.add_argument("--log-every", type=_positive_int, default=o.log_every)

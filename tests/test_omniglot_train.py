@@ -93,6 +93,27 @@ def test_checkpoint_round_trip_keeps_batch_norm_state_and_continues_identically(
     jax.tree.map(np.testing.assert_array_equal, state, restored)
 
 
+@pytest.mark.parametrize("algo", ["maml", "maml++"])
+def test_inner_bn_freeze_keeps_batch_norm_weights_out_of_the_inner_loop(data, algo):
+    from metax.data import EpisodeSpec, sample_episode
+
+    def adapt(inner_bn):
+        cfg = dataclasses.replace(SHORT, algo=algo, inner_steps=2, features=8, inner_bn=inner_bn)
+        problem = og.build(cfg, data)
+        state = og.initial_state(cfg, problem)
+        task = sample_episode(jax.random.key(0), problem.pools["train"], EpisodeSpec(5, 1, 1))
+        adapted, _ = problem.learner.adapt(state.meta_params, task.support, state=state.model_state)
+        return state.meta_params.params, adapted
+
+    mask = og.is_batch_norm(adapt("adapt")[0])
+    assert sum(jax.tree.leaves(mask)) == 8  # scale and bias of Conv-4's 4 batch norms
+    for inner_bn in ("adapt", "freeze"):
+        before, after = adapt(inner_bn)
+        moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before, after)
+        for is_bn, changed in zip(jax.tree.leaves(mask), jax.tree.leaves(moved), strict=True):
+            assert changed == (inner_bn == "adapt" or not is_bn)
+
+
 def metax(*args):
     return subprocess.run(
         [sys.executable, "-m", "metax.cli", *map(str, args)], capture_output=True, text=True

@@ -17,7 +17,7 @@ class Conv4(nn.Module):
       num_classes: outputs (the N of N-way).
       features: filters per convolution (64 in Finn et al.).
       num_steps: inner steps, for the ``per_step`` batch-norm policy.
-      bn_policy: ``batch`` or ``per_step`` (see :class:`StepBatchNorm`).
+      bn_policy: ``batch``, ``per_step`` or ``per_step_batch`` (see :class:`StepBatchNorm`).
       conv_strategy: ``auto``, ``patches``, ``patches_autodiff`` or ``xla`` (see
         :class:`metax.nn.Conv3x3`).
       pooling: ``select`` or ``reduce_window`` (see :func:`max_pool_2x2`).

@@ -23,11 +23,17 @@ from metax.train.config import load_config
 from metax.train.finetune import fine_tuning_rates
 from metax.train.loop import TrainState, abstract_like, prepare_run_dir, run
 from metax.train.metrics import MetricsLog, mean_and_ci95
-from metax.train.recipe import build_learners, outer_optimizer, step_selector
+from metax.train.recipe import (
+    build_learners,
+    frozen_in_inner_loop,
+    outer_optimizer,
+    step_selector,
+)
 
 ALGOS = ("maml", "fomaml", "maml++", "reptile")
 SPLITS = ("maml", "alphabet")
 BACKBONES = ("conv4", "resnet12")
+INNER_BN = ("adapt", "freeze")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +66,9 @@ class OmniglotConfig:
         normalised with the support statistics of its step) or ``per_step_batch``
         (per-step BN weights with batch statistics, as MAML++'s reference code does in
         practice); ``auto`` picks ``per_step`` for ``maml++``.
+      inner_bn: ``adapt`` (batch-norm scale and bias are fine-tuned in the inner loop
+        like every other parameter) or ``freeze`` (only the outer loop learns them, as
+        in Finn et al.'s and Antoniou et al.'s code).
       conv_strategy: ``auto``, ``patches``, ``patches_autodiff`` or ``xla`` (see
         :class:`metax.nn.Conv3x3`).
       seed, log_every, eval_every, checkpoint_every: as for sinusoid.
@@ -86,6 +95,7 @@ class OmniglotConfig:
     features: int = 64
     backbone: str = "conv4"
     bn_policy: str = "auto"
+    inner_bn: str = "adapt"
     conv_strategy: str = "auto"
     seed: int = 0
     log_every: int = 50
@@ -114,6 +124,10 @@ class OmniglotConfig:
         if self.bn_policy not in ("auto", *BN_POLICIES):
             raise ValueError(
                 f"unknown bn_policy {self.bn_policy!r}; choose auto or one of {BN_POLICIES}."
+            )
+        if self.inner_bn not in INNER_BN:
+            raise ValueError(
+                f"unknown inner_bn {self.inner_bn!r}; choose one of {', '.join(INNER_BN)}."
             )
         for name in (
             "ways",
@@ -273,7 +287,7 @@ def build(config: OmniglotConfig, data: Omniglot) -> Problem:
     options = {"has_aux": True, "stateful": stateful}
     if stateful:  # per_step: the query is normalised with the support statistics of its step
         options["query_loss_fn"] = cross_entropy_loss(model, train=False, stateful=True)
-    learners = build_learners(config, loss_fn, **options)
+    learners = build_learners(config, loss_fn, frozen=inner_frozen(config), **options)
     outer_opt = outer_optimizer(config)
     train_pool = pools["train"]
     step_for = step_selector(
@@ -285,6 +299,19 @@ def build(config: OmniglotConfig, data: Omniglot) -> Problem:
         chunk_size=config.chunk_size,
     )
     return Problem(model, stateful, learners.main, outer_opt, pools, step_for)
+
+
+def is_batch_norm(params: Any) -> Any:
+    """A pytree of booleans: ``True`` for the batch-norm scales and biases."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: any(str(getattr(k, "key", "")).startswith("StepBatchNorm") for k in path),
+        params,
+    )
+
+
+def inner_frozen(config: OmniglotConfig) -> Callable | None:
+    """What ``config.inner_bn`` keeps out of the inner loop (training and fine-tuning)."""
+    return is_batch_norm if config.inner_bn == "freeze" else None
 
 
 def initial_state(config: OmniglotConfig, problem: Problem) -> TrainState:
@@ -314,7 +341,7 @@ def make_episode_scorer(config: OmniglotConfig, problem: Problem) -> Callable:
             support_loss,
             meta_params.params,
             task.support,
-            metax.scale_by_learned_lr(),
+            frozen_in_inner_loop(metax.scale_by_learned_lr(), inner_frozen(config)),
             steps,
             hparams=rates,
             has_aux=True,

@@ -24,9 +24,30 @@ class Learners(NamedTuple):
     first_order: metax.MetaLearner | None = None
 
 
-def build_learners(config: Any, loss_fn: Callable, **options) -> Learners:
-    """The learner named by ``config.algo`` (``options`` go to its factory, e.g. ``has_aux``)."""
-    inner = optax.sgd(config.inner_lr)
+def frozen_in_inner_loop(
+    inner_opt: optax.GradientTransformation, frozen: Any | None
+) -> optax.GradientTransformation:
+    """``inner_opt`` with zero updates for the leaves where ``frozen`` is ``True``.
+
+    Args:
+      inner_opt: the inner optimizer.
+      frozen: ``None`` (nothing frozen), a pytree of booleans shaped like the
+        parameters, or a function of the parameters returning one.
+    """
+    if frozen is None:
+        return inner_opt
+    return optax.chain(optax.masked(optax.set_to_zero(), frozen), inner_opt)
+
+
+def build_learners(
+    config: Any, loss_fn: Callable, *, frozen: Any | None = None, **options
+) -> Learners:
+    """The learner named by ``config.algo`` (``options`` go to its factory, e.g. ``has_aux``).
+
+    ``frozen`` keeps parameters out of the inner loop (see :func:`frozen_in_inner_loop`);
+    the outer loop still learns them.
+    """
+    inner = frozen_in_inner_loop(optax.sgd(config.inner_lr), frozen)
     n = config.inner_steps
     if config.algo in ("maml", "fomaml"):
         return Learners(
@@ -41,7 +62,12 @@ def build_learners(config: Any, loss_fn: Callable, **options) -> Learners:
     if config.algo == "maml++":
         anneal = metax.derivative_order_annealing(
             lambda first_order: metax.maml_pp(
-                loss_fn, num_steps=n, init_lr=config.inner_lr, first_order=first_order, **options
+                loss_fn,
+                num_steps=n,
+                init_lr=config.inner_lr,
+                inner_opt=frozen_in_inner_loop(metax.scale_by_learned_lr(), frozen),
+                first_order=first_order,
+                **options,
             ),
             first_order_epochs=config.first_order_epochs,
         )
