@@ -107,10 +107,10 @@ def test_inner_bn_freeze_keeps_batch_norm_weights_out_of_the_inner_loop(data):
         adapted, _ = problem.learner.adapt(state.meta_params, task.support, state=state.model_state)
         return state.meta_params.params, adapted
 
-    mask = og.is_batch_norm(adapt("adapt")[0])
+    runs = {inner_bn: adapt(inner_bn) for inner_bn in ("adapt", "freeze")}
+    mask = og.is_batch_norm(runs["adapt"][0])
     assert sum(jax.tree.leaves(mask)) == 8  # scale and bias of Conv-4's 4 batch norms
-    for inner_bn in ("adapt", "freeze"):
-        before, after = adapt(inner_bn)
+    for inner_bn, (before, after) in runs.items():
         moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before, after)
         for is_bn, changed in zip(jax.tree.leaves(mask), jax.tree.leaves(moved), strict=True):
             assert changed == (inner_bn == "adapt" or not is_bn)
