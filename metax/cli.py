@@ -244,29 +244,17 @@ def _is_omniglot_run(run_dir: Path) -> bool:
 def _eval(args: argparse.Namespace) -> dict:
     from metax.train import omniglot, sinusoid
 
-    if _is_omniglot_run(args.run_dir):
-        overrides = {
-            "test_episodes": args.eval_tasks,
-            "eval_inner_steps": args.eval_steps,
-            "eval_queries": args.eval_queries,
-        }
-        config, problem, state = omniglot.load_run(
-            args.run_dir, step=args.step, **{k: v for k, v in overrides.items() if v}
-        )
-        results = omniglot.evaluate_run(config, problem, state, args.run_dir)
-        _save_eval(args.run_dir, results)
-        return results
-    config, problem, meta_params = sinusoid.load_run(args.run_dir, step=args.step)
-    overrides = {
-        "eval_tasks": args.eval_tasks,
-        "eval_steps": args.eval_steps,
-        "eval_queries": args.eval_queries,
-    }
-    overrides = {k: v for k, v in overrides.items() if v}
-    config = dataclasses.replace(config, **overrides)
-    results = sinusoid.evaluate_run(config, problem, meta_params, args.run_dir)
-    if args.step is not None:
-        results["steps"] = args.step  # the checkpoint's, not the schedule's
+    family = omniglot if _is_omniglot_run(args.run_dir) else sinusoid
+    tasks, steps = (
+        ("test_episodes", "eval_inner_steps")
+        if family is omniglot
+        else ("eval_tasks", "eval_steps")
+    )
+    given = {tasks: args.eval_tasks, steps: args.eval_steps, "eval_queries": args.eval_queries}
+    config, problem, state = family.load_run(
+        args.run_dir, step=args.step, **{k: v for k, v in given.items() if v}
+    )
+    results = family.evaluate_run(config, problem, state, args.run_dir)
     _save_eval(args.run_dir, results)
     return results
 

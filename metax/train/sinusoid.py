@@ -175,26 +175,27 @@ def train(
     state, train_seconds = run(
         out, config, state, problem.step_for, resume=resume, validate=validate, progress=progress
     )
-    results = evaluate_run(config, problem, state.meta_params, out)
+    results = evaluate_run(config, problem, state, out)
     results["train_seconds_this_session"] = round(train_seconds, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
 
 
 def evaluate_run(
-    config: SinusoidConfig, problem: Problem, meta_params, out: Path
+    config: SinusoidConfig, problem: Problem, state: TrainState, out: Path
 ) -> dict[str, Any]:
-    """Final evaluation on ``eval_tasks`` tasks, plots included."""
+    """Evaluation of ``state`` on ``eval_tasks`` tasks, plots included."""
     from metax.train import plots
 
     evaluate = make_evaluator(
         config, problem, num_tasks=config.eval_tasks, num_steps=config.eval_steps
     )
+    meta_params = state.meta_params
     mse = np.asarray(evaluate(meta_params))
     results = {
         "algo": config.algo,
         "shots": config.shots,
-        "steps": config.steps,
+        "steps": int(state.step),
         "eval_queries": config.eval_queries,
         **summarize(mse),
     }
@@ -210,13 +211,16 @@ def _title(config: SinusoidConfig) -> str:
 
 
 def load_run(
-    out: str | Path, *, step: int | None = None
-) -> tuple[SinusoidConfig, Problem, metax.MetaParams]:
-    """Loads the config and the checkpoint at ``step`` (default: latest) of a run directory."""
+    out: str | Path, *, step: int | None = None, **overrides: Any
+) -> tuple[SinusoidConfig, Problem, TrainState]:
+    """Config, problem and the checkpoint at ``step`` (default: latest) of a run directory.
+
+    ``overrides`` change config fields for evaluation, e.g. ``eval_tasks=600``.
+    """
     out = Path(out)
-    config = SinusoidConfig.load(out / "config.json")
+    config = dataclasses.replace(SinusoidConfig.load(out / "config.json"), **overrides)
     problem = build(config)
     checkpointer = Checkpointer(out / "checkpoints")
     state = checkpointer.restore(abstract_like(initial_state(config, problem)), step)
     checkpointer.close()
-    return config, problem, state.meta_params
+    return config, problem, state
