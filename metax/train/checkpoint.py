@@ -67,10 +67,10 @@ class Checkpointer:
             step = self.latest_step()
             if step is None:
                 raise CheckpointError(f"no checkpoint found in {self.directory}")
-        elif step not in self.all_steps():
+        elif step not in (kept := self.all_steps()):
             raise CheckpointError(
                 f"no checkpoint at step {step} in {self.directory}; "
-                f"the kept steps are {self.all_steps() or 'none'}"
+                f"the kept steps are {kept or 'none'}"
             )
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
         try:
