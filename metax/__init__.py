@@ -24,10 +24,10 @@ from metax._src.schedules import DerivativeOrderAnnealing as DerivativeOrderAnne
 from metax._src.schedules import derivative_order_annealing as derivative_order_annealing
 from metax._src.schedules import msl_weights as msl_weights
 from metax._src.transforms import per_step_rates as per_step_rates
+from metax._src.transforms import per_step_slice as per_step_slice
 from metax._src.transforms import scale_by_learned_lr as scale_by_learned_lr
-from metax.cpu_heap import keep_cpu_heap_resident as keep_cpu_heap_resident
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AdaptInfo",
@@ -42,12 +42,12 @@ __all__ = [
     "TaskAux",
     "adapt",
     "derivative_order_annealing",
-    "keep_cpu_heap_resident",
     "maml",
     "maml_pp",
     "meta_step",
     "msl_weights",
     "per_step_rates",
+    "per_step_slice",
     "pretrain",
     "reptile",
     "scale_by_learned_lr",

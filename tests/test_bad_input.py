@@ -102,9 +102,27 @@ def test_step_weights_shape_and_learner_kind():
     pp = metax.maml_pp(loss, num_steps=3, init_lr=0.1)
     with pytest.raises(ValueError, match=r"step_weights must have shape \(3,\).*got \(2,\)"):
         pp.loss(pp.init(jnp.float32(0.0)), task, step_weights=jnp.ones(2))
-    plain = metax.maml(loss, inner_opt=optax.sgd(0.1), num_steps=3)
-    with pytest.raises(ValueError, match="multi_step_loss=False"):
-        plain.loss(plain.init(jnp.float32(0.0)), task, step_weights=jnp.ones(3))
+
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: metax.maml(loss, inner_opt=optax.sgd(0.1), num_steps=3),
+        lambda: metax.reptile(loss, inner_opt=optax.sgd(0.1), num_steps=3),
+        lambda: metax.pretrain(loss, inner_opt=optax.sgd(0.1), num_steps=3),
+    ],
+)
+def test_learners_without_a_multi_step_loss_ignore_step_weights(make):
+    """One contract: every learner accepts the same keywords (as optax ignores extra args)."""
+    learner = make()
+    mp = learner.init(jnp.float32(0.5))
+    task = metax.Task(support=BATCH, query=2.0 * BATCH)
+    plain, _ = learner.loss(mp, task)
+    weighted, _ = learner.loss(mp, task, step_weights=jnp.array([5.0, 0.0, 1.0]), state=None)
+    assert float(plain) == float(weighted)
+    adapted, _ = learner.adapt(mp, task.support, step_weights=jnp.ones(3), state=None)
+    assert float(adapted) != 0.5
 
 
 def test_msl_weights_and_annealing_arguments():

@@ -235,7 +235,9 @@ def test_query_examples_never_reach_the_per_step_statistics():
     model = Conv4(num_classes=3, features=4, num_steps=2, bn_policy="per_step")
     x = jax.random.normal(jax.random.key(0), (6, 28, 28, 1))
     variables = model.init(jax.random.key(1), x)
-    learner = metax.maml_pp(conv4_stateful_loss(model), num_steps=2, init_lr=0.1, stateful=True)
+    learner = metax.maml_pp(
+        conv4_stateful_loss(model), num_steps=2, init_lr=0.1, stateful=True, takes_step=True
+    )
     mp = learner.init(variables["params"])
     support = {"x": x, "y": jnp.arange(6) % 3}
     q1 = {"x": jax.random.normal(jax.random.key(2), (6, 28, 28, 1)), "y": jnp.arange(6) % 3}

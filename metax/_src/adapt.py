@@ -11,7 +11,7 @@ import optax
 
 from metax._src import validation
 from metax._src.base import AdaptInfo, Batch, LossFn, ModelState, Params, PyTree
-from metax._src.loss_forms import canonical_loss, check_scalar_loss
+from metax._src.loss_forms import CanonicalLoss, LossForm, canonical_loss, check_scalar_loss
 
 EvalFn = Callable[..., Any]
 
@@ -29,6 +29,7 @@ def adapt(
     remat: bool = False,
     has_aux: bool = False,
     stateful: bool = False,
+    takes_step: bool = False,
     state: ModelState = None,
 ) -> tuple[Params, AdaptInfo]:
     """Runs ``num_steps`` steps of ``inner_opt`` on ``loss_fn(params, batch)``.
@@ -54,15 +55,19 @@ def adapt(
         ``inner_opt.update(..., hparams=slice)`` through Optax's extra-args channel
         (read by e.g. :func:`metax.scale_by_learned_lr`).
       first_order: apply ``jax.lax.stop_gradient`` to each inner gradient.
-      eval_fn: optional ``eval_fn(params) -> loss`` (stateful:
-        ``eval_fn(params, state, step)``) evaluated after every step, e.g. the query
-        loss; it may return ``(loss, aux)``. Its values are differentiable.
+      eval_fn: optional function evaluated after every step, e.g. the query loss,
+        called like ``loss_fn`` without the batch: ``eval_fn(params)``, with the
+        model state after the parameters when ``stateful`` and the step index last
+        when ``takes_step``. It may return ``(loss, aux)``. Its values are
+        differentiable.
       remat: wrap each inner step in ``jax.checkpoint``; memory of the backward pass
         then stays nearly flat in ``num_steps`` at the cost of recomputation.
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
-      stateful: ``loss_fn`` is ``loss_fn(params, state, batch, step)`` and returns
-        its new state (e.g. batch-norm running statistics), which is threaded through
-        the steps without gradient.
+      stateful: ``loss_fn`` is ``loss_fn(params, state, batch)`` and returns its new
+        state (e.g. batch-norm running statistics), which is threaded through the
+        steps without gradient.
+      takes_step: ``loss_fn`` takes the inner step index (int32 scalar) as its last
+        argument, e.g. to pick per-step batch-norm weights.
       state: the initial model state (required iff ``stateful``).
 
     Returns:
@@ -76,11 +81,57 @@ def adapt(
       >>> round(float(w), 3), info.support_loss.shape
       (3.0, (20,))
     """
-    validation.check_num_steps(num_steps)
+    form = LossForm(has_aux, stateful, takes_step)
     if stateful and state is None:
         raise ValueError(
-            "stateful=True needs the initial model state: pass state=... (use () for none)."
+            "stateful=True needs the initial model state: pass state=... (use {} for none)."
         )
+    return adapt_canonical(
+        canonical_loss(loss_fn, form),
+        params,
+        batch,
+        inner_opt,
+        num_steps,
+        hparams=hparams,
+        first_order=first_order,
+        eval_fn=None if eval_fn is None else canonical_eval(eval_fn, form),
+        remat=remat,
+        state=state,
+    )
+
+
+def canonical_eval(eval_fn: EvalFn, form: LossForm) -> Callable:
+    """``eval_fn`` of the user's form as ``(params, state, step) -> (value, aux)``."""
+
+    def evaluate(p, s, step):
+        args = (p, s) if form.stateful else (p,)
+        out = eval_fn(*args, step) if form.takes_step else eval_fn(*args)
+        value, aux = out if isinstance(out, tuple) else (out, None)
+        check_scalar_loss(value, what="eval_fn")
+        return value, aux
+
+    return evaluate
+
+
+def adapt_canonical(
+    f: CanonicalLoss,
+    params: Params,
+    batch: Batch,
+    inner_opt: optax.GradientTransformation,
+    num_steps: int,
+    *,
+    hparams: PyTree = None,
+    first_order: bool = False,
+    eval_fn: Callable | None = None,
+    remat: bool = False,
+    state: ModelState = None,
+) -> tuple[Params, AdaptInfo]:
+    """:func:`adapt` for a loss and evaluation already in canonical form.
+
+    ``f(params, state, batch, step) -> (loss, (new_state, aux))`` and
+    ``eval_fn(params, state, step) -> (value, aux)``; the learners call this.
+    """
+    validation.check_num_steps(num_steps)
     if hparams is not None:
         validation.check_leading_axis(hparams, num_steps, what="hparams")
         if not isinstance(inner_opt, optax.GradientTransformationExtraArgs):
@@ -89,14 +140,7 @@ def adapt(
                 "would ignore them; use a transform that reads them, e.g. "
                 "metax.scale_by_learned_lr() (alone or inside optax.chain)."
             )
-    f = canonical_loss(loss_fn, has_aux=has_aux, stateful=stateful)
     grad_fn = jax.value_and_grad(f, has_aux=True)
-
-    def evaluate(p, s, step):
-        out = eval_fn(p, s, step) if stateful else eval_fn(p)
-        value, aux = out if isinstance(out, tuple) else (out, None)
-        check_scalar_loss(value, what="eval_fn")
-        return value, aux
 
     def inner_step(carry, xs):
         p, opt_state, s = carry
@@ -108,7 +152,7 @@ def adapt(
         extra = {} if step_hparams is None else {"hparams": step_hparams}
         updates, opt_state = inner_opt.update(grads, opt_state, p, **extra)
         p = optax.apply_updates(p, updates)
-        query = evaluate(p, new_s, step) if eval_fn is not None else (None, None)
+        query = eval_fn(p, new_s, step) if eval_fn is not None else (None, None)
         return (p, opt_state, new_s), (loss, query, aux)
 
     if remat:

@@ -23,14 +23,17 @@ ModelState = Any
 LossFn = Callable[..., Any]
 """A loss function.
 
-Plain form (the default): ``loss_fn(params, batch) -> scalar``.
-With ``has_aux=True``: ``loss_fn(params, batch) -> (scalar, aux)``.
-With ``stateful=True``: ``loss_fn(params, state, batch, step) -> (scalar, new_state)``,
-or ``(scalar, (new_state, aux))`` when ``has_aux=True`` as well; ``step`` is the
-inner step index (an int32 scalar), so a model can pick per-step batch-norm
-statistics or per-step affine parameters inside ``jit``. A model that needs only the
-step index (e.g. ``metax.nn.Conv4(bn_policy="per_step_batch")``) uses this form with
-an empty state: pass ``state={}`` and return it unchanged.
+Plain form (the default): ``loss_fn(params, batch) -> scalar``. Three switches of
+every learner and of :func:`metax.adapt` extend it, each on its own:
+
+* ``has_aux=True``: it returns ``(scalar, aux)``.
+* ``stateful=True``: it takes model state after the parameters,
+  ``loss_fn(params, state, batch)``, and returns ``(scalar, new_state)`` (or
+  ``(scalar, (new_state, aux))`` with ``has_aux``), e.g. batch-norm statistics.
+* ``takes_step=True``: it takes the inner step index (an int32 scalar) as its last
+  argument, ``loss_fn(params, [state,] batch, step)``, so a model can pick per-step
+  batch-norm weights or statistics inside ``jit`` (e.g. ``metax.nn.Conv4`` with
+  ``bn_policy="per_step_batch"`` needs the step but has no state).
 """
 
 
@@ -95,13 +98,23 @@ class TaskAux(NamedTuple):
 class MetaLearner(NamedTuple):
     """A meta-learning algorithm as a NamedTuple of pure functions.
 
+    Every learner has the same signatures and accepts every keyword below, ignoring
+    those it does not use (as Optax transformations ignore extra arguments), so
+    training code never asks which algorithm it runs.
+
     Attributes:
       init: ``init(params) -> MetaParams``: wraps initial parameters with the
         algorithm's learned hyperparameters (if any).
-      loss: ``loss(meta_params, task, **extra) -> (loss, TaskAux)``: outer loss of one
-        task; differentiate it w.r.t. ``meta_params`` for the meta-gradient.
-      adapt: ``adapt(meta_params, support, **extra) -> (params, AdaptInfo)``:
-        test-time fine-tuning on a support set.
+      loss: ``loss(meta_params, task, *, state=None, step_weights=None) ->
+        (loss, TaskAux)``: outer loss of one task; differentiate it w.r.t.
+        ``meta_params`` for the meta-gradient. ``state`` is the initial model state
+        (stateful losses); ``step_weights`` weigh the query loss after each inner
+        step (learners with a multi-step loss).
+      adapt: ``adapt(meta_params, support, *, num_steps=None, state=None,
+        step_weights=None, eval_fn=None) -> (params, AdaptInfo)``: test-time
+        fine-tuning on a support set, the one fine-tuning path. ``num_steps``
+        defaults to the trained number; learned per-step hyperparameters extend past
+        it by :func:`metax.per_step_slice`.
     """
 
     init: Callable[[Params], MetaParams]

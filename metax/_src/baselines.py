@@ -6,11 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metax._src import validation
-from metax._src.adapt import adapt
 from metax._src.base import (
     AdaptInfo,
-    Batch,
     LossFn,
     MetaLearner,
     MetaParams,
@@ -19,7 +16,8 @@ from metax._src.base import (
     Task,
     TaskAux,
 )
-from metax._src.loss_forms import canonical_loss
+from metax._src.learner import check_meta_params, fine_tuning, query_score
+from metax._src.loss_forms import LossForm, canonical_loss
 
 
 def pretrain(
@@ -28,6 +26,8 @@ def pretrain(
     inner_opt: optax.GradientTransformation,
     num_steps: int,
     has_aux: bool = False,
+    stateful: bool = False,
+    takes_step: bool = False,
 ) -> MetaLearner:
     """Plain multi-task pre-training as a :class:`metax.MetaLearner` (the usual baseline).
 
@@ -38,45 +38,39 @@ def pretrain(
     with MAML fair: same network, same fine-tuning, same test tasks.
 
     Args:
-      loss_fn: ``loss_fn(params, batch)`` (or ``(loss, aux)`` with ``has_aux``).
+      loss_fn: the loss; see :data:`metax.LossFn` for its forms.
       inner_opt: the fine-tuning optimizer used by ``adapt``.
       num_steps: default number of fine-tuning steps of ``adapt``.
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
+      stateful: ``loss_fn(params, state, batch)`` threads model state (the pooled
+        batch's new state is reported as ``TaskAux.adapt.state``).
+      takes_step: ``loss_fn`` takes the inner step index as its last argument
+        (step 0 while pre-training).
 
     Returns:
       A :class:`metax.MetaLearner`; ``TaskAux.adapt`` is a dummy record of zero losses
       (there is no inner loop while training).
     """
-    validation.check_num_steps(num_steps)
-    f = canonical_loss(loss_fn, has_aux=has_aux, stateful=False)
+    form = LossForm(has_aux, stateful, takes_step)
+    f = canonical_loss(loss_fn, form)
+    inner = fine_tuning(f, form, inner_opt=inner_opt, num_steps=num_steps)
 
     def init(params: Params) -> MetaParams:
         return MetaParams(params=params, hparams=None)
 
-    def learner_adapt(
+    def loss(
         meta_params: MetaParams,
-        support: Batch,
+        task: Task,
         *,
-        num_steps: int = num_steps,
         state: ModelState = None,
-        eval_fn=None,
-    ):
-        del state
-        return adapt(
-            loss_fn,
-            meta_params.params,
-            support,
-            inner_opt,
-            num_steps,
-            eval_fn=eval_fn,
-            has_aux=has_aux,
-        )
-
-    def loss(meta_params: MetaParams, task: Task):
+        step_weights: jax.Array | None = None,
+    ) -> tuple[jax.Array, TaskAux]:
+        del step_weights
+        check_meta_params(meta_params)
         pooled = jax.tree.map(lambda s, q: jnp.concatenate([s, q]), task.support, task.query)
-        value, _ = f(meta_params.params, None, pooled, None)
-        query_loss, (_, query_aux) = f(meta_params.params, None, task.query, None)
-        no_inner_loop = AdaptInfo(support_loss=jnp.zeros((0,), value.dtype))
+        value, (new_state, _) = f(meta_params.params, state, pooled, jnp.int32(0))
+        query_loss, query_aux = query_score(f, meta_params.params, state, task.query, 0)
+        no_inner_loop = AdaptInfo(support_loss=jnp.zeros((0,), value.dtype), state=new_state)
         return value, TaskAux(adapt=no_inner_loop, query_loss=query_loss, query_aux=query_aux)
 
-    return MetaLearner(init=init, loss=loss, adapt=learner_adapt)
+    return MetaLearner(init=init, loss=loss, adapt=inner.adapt)

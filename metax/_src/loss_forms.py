@@ -1,20 +1,38 @@
-"""One internal calling convention for the three forms of loss function.
+"""One internal calling convention for every form of loss function.
 
-Users write ``loss_fn(params, batch)`` (optionally returning aux, optionally
-stateful; see :data:`metax.LossFn`). The core calls every loss through
-:func:`canonical_loss`, whose form is always
-``f(params, state, batch, step) -> (loss, (new_state, aux))``.
+Users write ``loss_fn(params, batch)``, optionally returning aux, optionally
+threading model state, optionally told the inner step index (see
+:data:`metax.LossFn`). The core calls every loss through :func:`canonical_loss`,
+whose form is always ``f(params, state, batch, step) -> (loss, (new_state, aux))``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 CanonicalLoss = Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, tuple[Any, Any]]]
+
+
+class LossForm(NamedTuple):
+    """How a loss function is called and what it returns.
+
+    Attributes:
+      has_aux: it returns ``(loss, aux)``.
+      stateful: it takes the model state after the parameters,
+        ``loss_fn(params, state, batch, ...)``, and returns its new state:
+        ``(loss, new_state)``, or ``(loss, (new_state, aux))`` with ``has_aux``.
+      takes_step: it takes the inner step index (an int32 scalar) as its last
+        argument, ``loss_fn(params, [state,] batch, step)``, e.g. to pick per-step
+        batch-norm weights.
+    """
+
+    has_aux: bool = False
+    stateful: bool = False
+    takes_step: bool = False
 
 
 def check_scalar_loss(loss: Any, *, what: str = "loss_fn") -> None:
@@ -31,55 +49,55 @@ def check_scalar_loss(loss: Any, *, what: str = "loss_fn") -> None:
         )
 
 
-def canonical_loss(loss_fn: Callable[..., Any], *, has_aux: bool, stateful: bool) -> CanonicalLoss:
-    """Wraps ``loss_fn`` into the canonical ``(params, state, batch, step)`` form.
+def _expected_output(form: LossForm) -> str:
+    if form.stateful:
+        return "(loss, (new_state, aux))" if form.has_aux else "(loss, new_state)"
+    return "(loss, aux)"
+
+
+def canonical_loss(loss_fn: Callable[..., Any], form: LossForm) -> CanonicalLoss:
+    """Wraps ``loss_fn`` of the given form into ``(params, state, batch, step)`` form.
 
     Args:
       loss_fn: the user's loss function.
-      has_aux: whether ``loss_fn`` returns ``(loss, aux)`` (or, stateful,
-        ``(loss, (new_state, aux))``).
-      stateful: whether ``loss_fn`` is called as ``loss_fn(params, state, batch, step)``
-        and returns its new state.
+      form: how it is called and what it returns.
 
     Returns:
-      ``f(params, state, batch, step) -> (loss, (new_state, aux))``.
+      ``f(params, state, batch, step) -> (loss, (new_state, aux))``; without
+      ``stateful`` the state passes through unchanged.
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {loss_fn!r}.")
+    flags = f"has_aux={form.has_aux}, stateful={form.stateful}"
 
     def f(params, state, batch, step):
-        out = loss_fn(params, state, batch, step) if stateful else loss_fn(params, batch)
-        expects_tuple = has_aux or stateful
-        if expects_tuple:
-            if not (isinstance(out, tuple) and len(out) == 2):
-                form = (
-                    "(loss, (new_state, aux))"
-                    if (stateful and has_aux)
-                    else ("(loss, new_state)" if stateful else "(loss, aux)")
-                )
-                raise ValueError(
-                    f"loss_fn must return {form} with has_aux={has_aux}, stateful={stateful}; "
-                    f"got {type(out).__name__}."
-                )
-            loss, rest = out
-            if stateful and has_aux:
-                if not (isinstance(rest, tuple) and len(rest) == 2):
-                    raise ValueError(
-                        "a stateful loss_fn with has_aux=True must return (loss, (new_state, aux)); "
-                        f"got (loss, {type(rest).__name__})."
-                    )
-                new_state, aux = rest
-            elif stateful:
-                new_state, aux = rest, None
-            else:
-                new_state, aux = state, rest
-        else:
+        args = (params, state, batch) if form.stateful else (params, batch)
+        out = loss_fn(*args, step) if form.takes_step else loss_fn(*args)
+        if not (form.has_aux or form.stateful):
             if isinstance(out, tuple):
                 raise ValueError(
                     f"loss_fn returned a tuple of length {len(out)}; if it is (loss, aux), "
                     "pass has_aux=True."
                 )
             loss, new_state, aux = out, state, None
+        else:
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise ValueError(
+                    f"loss_fn must return {_expected_output(form)} with {flags}; "
+                    f"got {type(out).__name__}."
+                )
+            loss, rest = out
+            if form.stateful and form.has_aux:
+                if not (isinstance(rest, tuple) and len(rest) == 2):
+                    raise ValueError(
+                        "a stateful loss_fn with has_aux=True must return (loss, (new_state, aux)); "
+                        f"got (loss, {type(rest).__name__})."
+                    )
+                new_state, aux = rest
+            elif form.stateful:
+                new_state, aux = rest, None
+            else:
+                new_state, aux = state, rest
         check_scalar_loss(loss)
         return loss, (new_state, aux)
 

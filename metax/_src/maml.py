@@ -6,125 +6,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metax._src import validation
-from metax._src.adapt import adapt
-from metax._src.base import (
-    Batch,
-    LossFn,
-    MetaLearner,
-    MetaParams,
-    ModelState,
-    Params,
-    Task,
-    TaskAux,
-)
-from metax._src.loss_forms import canonical_loss
+from metax._src.base import LossFn, MetaLearner, MetaParams, ModelState, Params, Task, TaskAux
+from metax._src.learner import check_meta_params, fine_tuning, query_score
+from metax._src.loss_forms import LossForm, canonical_loss
 from metax._src.transforms import per_step_rates, scale_by_learned_lr
-
-
-def _gradient_learner(
-    loss_fn: LossFn,
-    *,
-    inner_opt: optax.GradientTransformation,
-    num_steps: int,
-    init_hparams,
-    first_order: bool,
-    remat: bool,
-    multi_step_loss: bool,
-    has_aux: bool,
-    stateful: bool,
-    query_loss_fn: LossFn | None,
-) -> MetaLearner:
-    """The shared body of MAML-style learners: adapt on support, score on query."""
-    validation.check_num_steps(num_steps)
-    f = canonical_loss(
-        loss_fn if query_loss_fn is None else query_loss_fn, has_aux=has_aux, stateful=stateful
-    )
-
-    def init(params: Params) -> MetaParams:
-        return MetaParams(params=params, hparams=init_hparams(params))
-
-    def run_inner(meta_params, support, *, num_steps, state, eval_fn=None):
-        return adapt(
-            loss_fn,
-            meta_params.params,
-            support,
-            inner_opt,
-            num_steps,
-            hparams=meta_params.hparams,
-            first_order=first_order,
-            eval_fn=eval_fn,
-            remat=remat,
-            has_aux=has_aux,
-            stateful=stateful,
-            state=state,
-        )
-
-    def learner_adapt(
-        meta_params: MetaParams,
-        support: Batch,
-        *,
-        num_steps: int = num_steps,
-        state: ModelState = None,
-        eval_fn=None,
-    ):
-        if meta_params.hparams is not None and num_steps != _steps_of(meta_params.hparams):
-            raise ValueError(
-                f"num_steps={num_steps} but the learned per-step hyperparameters cover "
-                f"{_steps_of(meta_params.hparams)} steps; adapt with that many steps."
-            )
-        return run_inner(meta_params, support, num_steps=num_steps, state=state, eval_fn=eval_fn)
-
-    def loss(
-        meta_params: MetaParams,
-        task: Task,
-        *,
-        step_weights: jax.Array | None = None,
-        state: ModelState = None,
-    ) -> tuple[jax.Array, TaskAux]:
-        if not isinstance(meta_params, MetaParams):
-            raise TypeError(
-                f"meta_params must be a metax.MetaParams (from learner.init), got {type(meta_params).__name__}."
-            )
-        if not multi_step_loss:
-            if step_weights is not None:
-                raise ValueError(
-                    "step_weights were given but this learner has multi_step_loss=False; "
-                    "build it with multi_step_loss=True (maml_pp does by default)."
-                )
-            adapted, info = run_inner(meta_params, task.support, num_steps=num_steps, state=state)
-            last = jnp.asarray(num_steps - 1, jnp.int32)
-            query_loss, (_, query_aux) = f(adapted, info.state, task.query, last)
-            return query_loss, TaskAux(adapt=info, query_loss=query_loss, query_aux=query_aux)
-
-        def eval_fn(p, s=None, step=None):
-            query_loss, (_, query_aux) = f(p, s, task.query, step)
-            return (query_loss, query_aux) if has_aux else query_loss
-
-        _, info = run_inner(
-            meta_params, task.support, num_steps=num_steps, state=state, eval_fn=eval_fn
-        )
-        weights = (
-            jax.nn.one_hot(num_steps - 1, num_steps, dtype=info.query_loss.dtype)
-            if step_weights is None
-            else jnp.asarray(step_weights, info.query_loss.dtype)
-        )
-        if weights.shape != (num_steps,):
-            raise ValueError(
-                f"step_weights must have shape ({num_steps},) (one weight per inner step), "
-                f"got {weights.shape}."
-            )
-        query_aux = (
-            None if info.query_aux is None else jax.tree.map(lambda a: a[-1], info.query_aux)
-        )
-        total = jnp.dot(weights, info.query_loss)
-        return total, TaskAux(adapt=info, query_loss=info.query_loss[-1], query_aux=query_aux)
-
-    return MetaLearner(init=init, loss=loss, adapt=learner_adapt)
-
-
-def _steps_of(hparams) -> int:
-    return jax.tree.leaves(hparams)[0].shape[0]
 
 
 def maml(
@@ -137,6 +22,7 @@ def maml(
     multi_step_loss: bool = False,
     has_aux: bool = False,
     stateful: bool = False,
+    takes_step: bool = False,
     query_loss_fn: LossFn | None = None,
 ) -> MetaLearner:
     """Model-Agnostic Meta-Learning (Finn et al., 2017), exact or first order.
@@ -144,7 +30,8 @@ def maml(
     The outer loss of a task is the query loss after ``num_steps`` steps of
     ``inner_opt`` on the support set; its gradient w.r.t. the initial parameters is
     the exact second-order meta-gradient, or the first-order one (FOMAML) when
-    ``first_order=True``.
+    ``first_order=True``. Like every learner, ``loss`` and ``adapt`` accept
+    ``state=`` and ``step_weights=`` and ignore what they do not use.
 
     Args:
       loss_fn: the loss; see :data:`metax.LossFn` for its forms.
@@ -153,10 +40,12 @@ def maml(
       first_order: FOMAML: stop the gradient at each inner gradient.
       remat: checkpoint each inner step (memory flat in ``num_steps``).
       multi_step_loss: score the query set after every inner step and combine the
-        scores with ``step_weights`` passed to ``loss`` (MAML++'s MSL).
+        scores with the ``step_weights`` passed to ``loss`` (MAML++'s MSL); without
+        it ``step_weights`` are ignored and only the last step counts.
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
-      stateful: ``loss_fn(params, state, batch, step)`` threads model state; pass
+      stateful: ``loss_fn(params, state, batch)`` threads model state; pass
         ``state=`` to ``loss`` and ``adapt``.
+      takes_step: ``loss_fn`` takes the inner step index as its last argument.
       query_loss_fn: scores the query set instead of ``loss_fn`` (same form), e.g. a
         model in evaluation mode that normalises the query with the support set's
         batch-norm statistics held in the state.
@@ -175,18 +64,54 @@ def maml(
       >>> round(float(g.params), 4)  # (1 - 0.1 * 2) * 2 * (0.2 - 1)
       -1.28
     """
-    return _gradient_learner(
-        loss_fn,
+    form = LossForm(has_aux, stateful, takes_step)
+    inner = fine_tuning(
+        canonical_loss(loss_fn, form),
+        form,
         inner_opt=inner_opt,
         num_steps=num_steps,
-        init_hparams=lambda params: None,
         first_order=first_order,
         remat=remat,
-        multi_step_loss=multi_step_loss,
-        has_aux=has_aux,
-        stateful=stateful,
-        query_loss_fn=query_loss_fn,
     )
+    score = canonical_loss(loss_fn if query_loss_fn is None else query_loss_fn, form)
+
+    def init(params: Params) -> MetaParams:
+        return MetaParams(params=params, hparams=None)
+
+    def loss(
+        meta_params: MetaParams,
+        task: Task,
+        *,
+        state: ModelState = None,
+        step_weights: jax.Array | None = None,
+    ) -> tuple[jax.Array, TaskAux]:
+        check_meta_params(meta_params)
+        if not multi_step_loss:
+            adapted, info = inner.run(meta_params, task.support, num_steps=num_steps, state=state)
+            query_loss, query_aux = query_score(score, adapted, info.state, task.query, num_steps - 1)
+            return query_loss, TaskAux(adapt=info, query_loss=query_loss, query_aux=query_aux)
+
+        def eval_fn(p, s, step):
+            return query_score(score, p, s, task.query, step)
+
+        _, info = inner.run(
+            meta_params, task.support, num_steps=num_steps, state=state, eval_fn=eval_fn
+        )
+        weights = (
+            jax.nn.one_hot(num_steps - 1, num_steps, dtype=info.query_loss.dtype)
+            if step_weights is None
+            else jnp.asarray(step_weights, info.query_loss.dtype)
+        )
+        if weights.shape != (num_steps,):
+            raise ValueError(
+                f"step_weights must have shape ({num_steps},) (one weight per inner step), "
+                f"got {weights.shape}."
+            )
+        query_aux = jax.tree.map(lambda a: a[-1], info.query_aux)
+        total = jnp.dot(weights, info.query_loss)
+        return total, TaskAux(adapt=info, query_loss=info.query_loss[-1], query_aux=query_aux)
+
+    return MetaLearner(init=init, loss=loss, adapt=inner.adapt)
 
 
 def maml_pp(
@@ -200,19 +125,22 @@ def maml_pp(
     multi_step_loss: bool = True,
     has_aux: bool = False,
     stateful: bool = False,
+    takes_step: bool = False,
     query_loss_fn: LossFn | None = None,
 ) -> MetaLearner:
     """MAML++ (Antoniou et al., 2019): learned per-layer per-step rates and multi-step loss.
 
-    ``init`` adds one ``(num_steps,)`` vector of inner learning rates per parameter
-    leaf (LSLR) to ``MetaParams.hparams``; the outer optimizer learns them with the
-    parameters. ``loss(meta_params, task, step_weights=w)`` is the multi-step loss
-    ``sum_i w[i] * query_loss_after_step_i``; pass weights from
+    :func:`maml` whose ``init`` adds one ``(num_steps,)`` vector of inner learning
+    rates per parameter leaf (LSLR) to ``MetaParams.hparams``; the outer optimizer
+    learns them with the parameters. ``loss(meta_params, task, step_weights=w)`` is
+    the multi-step loss ``sum_i w[i] * query_loss_after_step_i``; pass weights from
     :func:`metax.msl_weights` as an array each step, so annealing never recompiles.
-    Without ``step_weights`` only the final step counts. Per-step batch-norm
-    statistics and weights come through a ``stateful`` loss, which is told the step.
-    Derivative-order annealing: :func:`metax.derivative_order_annealing`. Cosine
-    annealing of the meta learning rate: ``optax.adam(optax.cosine_decay_schedule(...))``.
+    Without ``step_weights`` only the final step counts. Fine-tuning for more steps
+    than were trained reuses the last step's rates (:func:`metax.per_step_slice`).
+    Per-step batch-norm statistics and weights come through a ``stateful`` and
+    ``takes_step`` loss. Derivative-order annealing:
+    :func:`metax.derivative_order_annealing`. Cosine annealing of the meta learning
+    rate: ``optax.adam(optax.cosine_decay_schedule(...))``.
 
     Args:
       loss_fn: the loss; see :data:`metax.LossFn` for its forms.
@@ -226,21 +154,27 @@ def maml_pp(
       remat: checkpoint each inner step.
       multi_step_loss: score the query set after every step (MSL).
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
-      stateful: ``loss_fn(params, state, batch, step)`` threads model state.
+      stateful: ``loss_fn(params, state, batch)`` threads model state.
+      takes_step: ``loss_fn`` takes the inner step index as its last argument.
       query_loss_fn: scores the query set instead of ``loss_fn`` (same form).
 
     Returns:
       A :class:`metax.MetaLearner`.
     """
-    return _gradient_learner(
+    learner = maml(
         loss_fn,
         inner_opt=scale_by_learned_lr() if inner_opt is None else inner_opt,
         num_steps=num_steps,
-        init_hparams=lambda params: per_step_rates(params, num_steps, init_lr),
         first_order=first_order,
         remat=remat,
         multi_step_loss=multi_step_loss,
         has_aux=has_aux,
         stateful=stateful,
+        takes_step=takes_step,
         query_loss_fn=query_loss_fn,
     )
+
+    def init(params: Params) -> MetaParams:
+        return MetaParams(params=params, hparams=per_step_rates(params, num_steps, init_lr))
+
+    return learner._replace(init=init)

@@ -6,19 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metax._src import validation
-from metax._src.adapt import adapt
-from metax._src.base import (
-    Batch,
-    LossFn,
-    MetaLearner,
-    MetaParams,
-    ModelState,
-    Params,
-    Task,
-    TaskAux,
-)
-from metax._src.loss_forms import canonical_loss
+from metax._src.base import LossFn, MetaLearner, MetaParams, ModelState, Params, Task, TaskAux
+from metax._src.learner import check_meta_params, fine_tuning, query_score
+from metax._src.loss_forms import LossForm, canonical_loss
 
 
 def reptile(
@@ -28,6 +18,7 @@ def reptile(
     num_steps: int,
     has_aux: bool = False,
     stateful: bool = False,
+    takes_step: bool = False,
     query_loss_fn: LossFn | None = None,
 ) -> MetaLearner:
     """Reptile: move the initialisation towards the task-adapted parameters.
@@ -45,7 +36,8 @@ def reptile(
       inner_opt: any Optax transformation, e.g. ``optax.adam(1e-3)``.
       num_steps: inner steps per task.
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
-      stateful: ``loss_fn(params, state, batch, step)`` threads model state.
+      stateful: ``loss_fn(params, state, batch)`` threads model state.
+      takes_step: ``loss_fn`` takes the inner step index as its last argument.
       query_loss_fn: scores the (monitoring) query set instead of ``loss_fn``.
 
     Returns:
@@ -60,43 +52,30 @@ def reptile(
       >>> float(g.params)  # theta - phi = 0 - 0.25 * 2 * 4
       -2.0
     """
-    validation.check_num_steps(num_steps)
-    f = canonical_loss(
-        loss_fn if query_loss_fn is None else query_loss_fn, has_aux=has_aux, stateful=stateful
+    form = LossForm(has_aux, stateful, takes_step)
+    inner = fine_tuning(
+        canonical_loss(loss_fn, form), form, inner_opt=inner_opt, num_steps=num_steps, first_order=True
     )
+    score = canonical_loss(loss_fn if query_loss_fn is None else query_loss_fn, form)
 
     def init(params: Params) -> MetaParams:
         return MetaParams(params=params, hparams=None)
 
-    def learner_adapt(
+    def loss(
         meta_params: MetaParams,
-        support: Batch,
+        task: Task,
         *,
-        num_steps: int = num_steps,
         state: ModelState = None,
-        eval_fn=None,
-    ):
-        return adapt(
-            loss_fn,
-            meta_params.params,
-            support,
-            inner_opt,
-            num_steps,
-            first_order=True,
-            eval_fn=eval_fn,
-            has_aux=has_aux,
-            stateful=stateful,
-            state=state,
-        )
-
-    def loss(meta_params: MetaParams, task: Task, *, state: ModelState = None):
+        step_weights: jax.Array | None = None,
+    ) -> tuple[jax.Array, TaskAux]:
+        del step_weights
+        check_meta_params(meta_params)
         theta = meta_params.params
-        phi, info = learner_adapt(meta_params, task.support, state=state)
+        phi, info = inner.run(meta_params, task.support, num_steps=num_steps, state=state)
         phi = jax.lax.stop_gradient(phi)
         sq = jax.tree.map(lambda t, p: jnp.sum(jnp.square(t - p)), theta, phi)
         surrogate = 0.5 * sum(jax.tree.leaves(sq))
-        last = jnp.asarray(num_steps - 1, jnp.int32)
-        query_loss, (_, query_aux) = f(phi, info.state, task.query, last)
+        query_loss, query_aux = query_score(score, phi, info.state, task.query, num_steps - 1)
         return surrogate, TaskAux(adapt=info, query_loss=query_loss, query_aux=query_aux)
 
-    return MetaLearner(init=init, loss=loss, adapt=learner_adapt)
+    return MetaLearner(init=init, loss=loss, adapt=inner.adapt)

@@ -69,3 +69,25 @@ def per_step_rates(params: Params, num_steps: int, init_lr: float) -> Params:
     """
     validation.check_num_steps(num_steps)
     return jax.tree.map(lambda p: jnp.full((num_steps,), init_lr, jnp.result_type(p)), params)
+
+
+def per_step_slice(hparams: Any, num_steps: int) -> Any:
+    """Per-step hyperparameters for an inner loop of ``num_steps`` steps.
+
+    The one rule for fine-tuning with more (or fewer) steps than were meta-trained:
+    the first ``num_steps`` steps' values, the last trained step's values repeated
+    beyond them. ``None`` stays ``None``.
+
+    Example:
+      >>> import jax.numpy as jnp, metax
+      >>> metax.per_step_slice({"w": jnp.array([0.25, 0.5])}, 4)["w"].tolist()
+      [0.25, 0.5, 0.5, 0.5]
+    """
+    validation.check_num_steps(num_steps)
+
+    def fit(r):
+        if num_steps <= r.shape[0]:
+            return r[:num_steps]
+        return jnp.concatenate([r, jnp.repeat(r[-1:], num_steps - r.shape[0], axis=0)])
+
+    return None if hparams is None else jax.tree.map(fit, hparams)

@@ -1,0 +1,108 @@
+"""What every :class:`metax.MetaLearner` shares: its fine-tuning path and query score."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metax._src import validation
+from metax._src.adapt import adapt_canonical, canonical_eval
+from metax._src.base import AdaptInfo, Batch, MetaParams, ModelState, Params
+from metax._src.loss_forms import CanonicalLoss, LossForm
+from metax._src.transforms import per_step_slice
+
+AdaptFn = Callable[..., tuple[Params, AdaptInfo]]
+
+
+class FineTuning(NamedTuple):
+    """A learner's inner loop, in two forms.
+
+    Attributes:
+      adapt: the public ``MetaLearner.adapt``.
+      run: ``run(meta_params, support, *, num_steps, state, eval_fn=None)`` with
+        ``eval_fn`` in canonical form ``(params, state, step) -> (value, aux)``; the
+        learners' losses call it.
+    """
+
+    adapt: AdaptFn
+    run: AdaptFn
+
+
+def check_meta_params(meta_params: Any) -> None:
+    """Raises a TypeError unless ``meta_params`` is a :class:`metax.MetaParams`."""
+    if not isinstance(meta_params, MetaParams):
+        raise TypeError(
+            "meta_params must be a metax.MetaParams (from learner.init), got "
+            f"{type(meta_params).__name__}."
+        )
+
+
+def fine_tuning(
+    f: CanonicalLoss,
+    form: LossForm,
+    *,
+    inner_opt: optax.GradientTransformation,
+    num_steps: int,
+    first_order: bool = False,
+    remat: bool = False,
+) -> FineTuning:
+    """A learner's inner loop: the one path from meta-parameters to task parameters.
+
+    ``adapt(meta_params, support, *, num_steps=None, state=None,
+    step_weights=None, eval_fn=None)`` runs ``num_steps`` (default: the trained
+    number) steps of ``inner_opt`` from ``meta_params.params``. Learned per-step
+    hyperparameters follow :func:`metax.per_step_slice`: past the trained steps the
+    last step's values are reused. ``step_weights`` is accepted and ignored, so
+    every learner takes the same keywords; ``eval_fn`` has the user's loss form.
+    """
+    validation.check_num_steps(num_steps)
+    trained_steps = num_steps
+
+    def adapt(
+        meta_params: MetaParams,
+        support: Batch,
+        *,
+        num_steps: int | None = None,
+        state: ModelState = None,
+        step_weights: jax.Array | None = None,
+        eval_fn: Callable | None = None,
+    ) -> tuple[Params, AdaptInfo]:
+        del step_weights
+        return run(
+            meta_params,
+            support,
+            num_steps=trained_steps if num_steps is None else num_steps,
+            state=state,
+            eval_fn=None if eval_fn is None else canonical_eval(eval_fn, form),
+        )
+
+    def run(meta_params, support, *, num_steps, state, eval_fn=None):
+        check_meta_params(meta_params)
+        if form.stateful and state is None:
+            raise ValueError(
+                "this learner's loss is stateful: pass the initial model state, state=..."
+            )
+        return adapt_canonical(
+            f,
+            meta_params.params,
+            support,
+            inner_opt,
+            num_steps,
+            hparams=per_step_slice(meta_params.hparams, num_steps),
+            first_order=first_order,
+            eval_fn=eval_fn,
+            remat=remat,
+            state=state,
+        )
+
+    return FineTuning(adapt=adapt, run=run)
+
+
+def query_score(f: CanonicalLoss, params: Params, state: ModelState, query: Batch, step: int):
+    """``(loss, aux)`` of the query set, scored as after inner step ``step``."""
+    loss, (_, aux) = f(params, state, query, jnp.asarray(step, jnp.int32))
+    return loss, aux
