@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metax._src.base import Task
+from metax.data.omniglot import model_input
 
 
 class EpisodeSpec(NamedTuple):
@@ -73,13 +74,13 @@ def sample_episode(key: jax.Array, images: jax.Array, spec: EpisodeSpec) -> Task
     cls, rot = picked % num_classes, picked // num_classes
     n = spec.shots + spec.queries
     drawers = jax.vmap(lambda k: _distinct(k, num_drawers, n))(jax.random.split(k_draw, spec.ways))
-    x = images[cls[:, None], drawers].astype(jnp.float32) / 255.0  # [ways, n, H, W]
+    x = model_input(images[cls[:, None], drawers])  # [ways, n, H, W, 1]
     if spec.rotate:
-        x = jax.vmap(_rotate)(x, rot)
+        x = jax.vmap(_rotate)(x[..., 0], rot)[..., None]
     y = jnp.broadcast_to(jnp.arange(spec.ways, dtype=jnp.int32)[:, None], (spec.ways, n))
 
     def part(lo, hi):
-        xs = x[:, lo:hi].reshape((-1, *x.shape[2:], 1))
+        xs = x[:, lo:hi].reshape((-1, *x.shape[2:]))
         return {"x": xs, "y": y[:, lo:hi].reshape(-1)}
 
     return Task(support=part(0, spec.shots), query=part(spec.shots, n))

@@ -49,16 +49,6 @@ class Omniglot(NamedTuple):
         """Number of characters."""
         return self.images.shape[0]
 
-    def subset(self, classes: np.ndarray) -> Omniglot:
-        """The characters at indices ``classes``."""
-        classes = np.asarray(classes)
-        return self._replace(
-            images=self.images[classes],
-            alphabet=self.alphabet[classes],
-            char_id=self.char_id[classes],
-            is_background=self.is_background[classes],
-        )
-
 
 def ink_from_white_background(white: np.ndarray) -> np.ndarray:
     """Converts images whose background is white (True / 1 / 255) to ink-is-high floats in [0, 1].
@@ -69,6 +59,13 @@ def ink_from_white_background(white: np.ndarray) -> np.ndarray:
     white = np.asarray(white)
     top = 1.0 if white.dtype == bool or white.max() <= 1 else 255.0
     return 1.0 - white.astype(np.float32) / top
+
+
+def model_input(images):
+    """``uint8 [..., H, W]`` ink images as the models' ``float32 [..., H, W, 1]`` in [0, 1]."""
+    import jax.numpy as jnp
+
+    return jnp.asarray(images).astype(jnp.float32)[..., None] / 255.0
 
 
 def resize_ink(ink: np.ndarray, size: int) -> np.ndarray:
@@ -385,3 +382,29 @@ def _group_examples(
         char_id=np.asarray(labels, np.int32) + 1,
         is_background=np.full(len(labels), is_background),
     )
+
+
+def load(source: str | Path, *, size: int = 28) -> Omniglot:
+    """Loads Omniglot from an npz, a PNG folder or zip, or ``"tfds"`` (train and test pooled).
+
+    Raises:
+      FileNotFoundError: nothing at ``source``, naming it and the accepted forms.
+    """
+    if source == "tfds":
+        train, test = load_tfds("train", size=size), load_tfds("test", size=size)
+        return Omniglot(
+            images=np.concatenate([train.images, test.images]),
+            alphabet=np.concatenate([train.alphabet, test.alphabet]),
+            alphabet_names=train.alphabet_names,
+            char_id=np.concatenate([train.char_id, test.char_id]),
+            is_background=np.concatenate(
+                [np.ones(train.num_classes, bool), np.zeros(test.num_classes, bool)]
+            ),
+        )
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no Omniglot data at {path}; pass an npz (the omniglot_105.npz layout), "
+            "a folder or zip of <Alphabet>/characterNN/*.png, or 'tfds'."
+        )
+    return load_npz(path, size=size) if path.suffix == ".npz" else load_png_folders(path, size=size)

@@ -10,6 +10,9 @@ import numpy as np
 from metax.data.omniglot import Omniglot
 
 
+SPLITS = ("maml", "alphabet")
+
+
 class Split(NamedTuple):
     """Disjoint class indices for meta-training, validation and test."""
 
@@ -88,3 +91,17 @@ def alphabet_split(
         raise ValueError("an alphabet split needs at least one train and one test alphabet.")
     split.check_disjoint()
     return split
+
+
+def make_split(name: str, data: Omniglot) -> Split:
+    """The split called ``name``: ``maml`` (:func:`maml_split`) or ``alphabet``.
+
+    ``alphabet`` tests on Lake et al.'s evaluation alphabets and validates on the
+    first five background alphabets by name.
+    """
+    if name == "maml":
+        return maml_split(data.num_classes)
+    if name != "alphabet":
+        raise ValueError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}.")
+    names = sorted({data.alphabet_names[a] for a in np.unique(data.alphabet[data.is_background])})
+    return alphabet_split(data, val_alphabets=names[:5])

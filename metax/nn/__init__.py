@@ -2,6 +2,7 @@
 
 from metax.nn.batchnorm import BN_POLICIES as BN_POLICIES
 from metax.nn.batchnorm import StepBatchNorm as StepBatchNorm
+from metax.nn.batchnorm import batch_norm_mask as batch_norm_mask
 from metax.nn.conv import STRATEGIES as CONV_STRATEGIES
 from metax.nn.conv import Conv3x3 as Conv3x3
 from metax.nn.conv import conv3x3_kernel_grad as conv3x3_kernel_grad
@@ -22,6 +23,7 @@ __all__ = [
     "Conv4",
     "ResNet12",
     "StepBatchNorm",
+    "batch_norm_mask",
     "conv3x3_kernel_grad",
     "conv3x3_patches",
     "conv3x3_patches_autodiff",

@@ -1,21 +1,42 @@
-"""The training layer: config, jitted step, evaluation, checkpoints, metrics, plots."""
+"""The training layer: task families, one train/evaluate/load, checkpoints, metrics, plots.
+
+Needs the ``train`` extra: ``pip install 'metax-learn[train]'``.
+"""
+
+from metax.train.extras import require_extra
+
+require_extra("train")
 
 from metax.train.checkpoint import Checkpointer as Checkpointer
 from metax.train.checkpoint import CheckpointError as CheckpointError
-from metax.train.config import SinusoidConfig as SinusoidConfig
+from metax.train.config import RunConfig as RunConfig
+from metax.train.families import FAMILIES as FAMILIES
+from metax.train.family import ModelSpec as ModelSpec
+from metax.train.family import TaskFamily as TaskFamily
 from metax.train.loop import NonFiniteLossError as NonFiniteLossError
 from metax.train.loop import TrainState as TrainState
-from metax.train.loop import fit as fit
 from metax.train.metrics import MetricsLog as MetricsLog
 from metax.train.metrics import mean_and_ci95 as mean_and_ci95
+from metax.train.omniglot import OmniglotConfig as OmniglotConfig
+from metax.train.run import evaluate as evaluate
+from metax.train.run import load as load
+from metax.train.run import train as train
+from metax.train.sinusoid import SinusoidConfig as SinusoidConfig
 
 __all__ = [
+    "FAMILIES",
     "CheckpointError",
     "Checkpointer",
     "MetricsLog",
+    "ModelSpec",
     "NonFiniteLossError",
+    "OmniglotConfig",
+    "RunConfig",
     "SinusoidConfig",
+    "TaskFamily",
     "TrainState",
-    "fit",
+    "evaluate",
+    "load",
     "mean_and_ci95",
+    "train",
 ]

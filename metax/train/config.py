@@ -1,115 +1,158 @@
-"""Configuration of a sinusoid meta-training run."""
+"""Run configurations: one base with the fields every task family shares.
+
+A family's config subclasses :class:`RunConfig`, adds its own fields and may change
+defaults. Fields are documented in the class docstrings' ``Attributes`` sections;
+:func:`field_help` reads them, so the command line's ``--help`` and the API docs
+say the same thing. Validation names the bad field and value.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import math
+import re
 from pathlib import Path
+from typing import Any, ClassVar
 
-ALGOS = ("maml", "fomaml", "maml++", "reptile", "pretrain")
+# Fields that may be 0 (0 disables); every other int field must be >= 1.
+NON_NEGATIVE = ("eval_every", "first_order_epochs")
+ANY_INT = ("seed", "eval_seed")
+# Renamed fields of configs written by metax 0.1, converted on load.
+LEGACY_NAMES = {
+    "eval_steps": "eval_inner_steps",
+    "eval_tasks": "test_tasks",
+    "test_episodes": "test_tasks",
+    "val_episodes": "val_tasks",
+}
 
 
 @dataclasses.dataclass(frozen=True)
-class SinusoidConfig:
-    """Hyperparameters of ``metax train sinusoid``; defaults follow Finn et al. (2017).
+class RunConfig:
+    """Hyperparameters of a meta-training run, shared by every task family.
 
     Attributes:
-      algo: one of ``maml``, ``fomaml``, ``maml++``, ``reptile``, ``pretrain``
-        (the non-meta baseline).
-      shots: support points per task (K).
-      queries: query points per training task (default: ``shots``).
-      inner_steps: inner steps during meta-training.
-      inner_lr: inner learning rate (MAML++: the initial learned rate).
-      outer_lr: Adam learning rate of the meta-update (MAML++: cosine-annealed).
+      algo: the meta-learning algorithm (see ``metax.train.algorithms.ALGORITHMS``).
+      shots: support examples per class (classification) or support points (regression).
+      queries: query examples per class (or points) while meta-training; ``None``: ``shots``.
+      inner_steps: inner steps while meta-training.
+      inner_lr: inner SGD rate (MAML++: the initial learned rate).
+      outer_lr: Adam rate of the meta-update (MAML++: cosine-annealed).
       meta_batch: tasks per meta-step.
+      chunk_size: tasks per chunk of the meta-batch (bounds memory); ``None``: all at once.
       steps: meta-steps in all.
-      hidden: hidden layer widths of the MLP.
       seed: seed of initialisation and task sampling.
       log_every: meta-steps between logged losses.
-      eval_every: meta-steps between quick validations (100 tasks); 0 disables.
+      eval_every: meta-steps between validations; 0 disables.
       checkpoint_every: meta-steps between checkpoints.
-      eval_tasks: test tasks of the final evaluation.
-      eval_steps: fine-tuning steps of the final evaluation (MSE after each).
-      eval_queries: query points per test task.
-      eval_seed: seed of the test tasks (the same for every algorithm).
-      steps_per_epoch: meta-steps per "epoch" for MAML++'s annealing schedules.
+      val_tasks: validation tasks at each ``eval_every``.
+      test_tasks: test tasks of the final evaluation.
+      eval_inner_steps: fine-tuning steps at validation and test.
+      eval_queries: query examples per class (or points) at validation and test;
+        ``None``: ``queries``.
+      eval_seed: seed of the validation and test tasks (the same for every run).
+      steps_per_epoch: meta-steps per epoch of the annealing schedules.
       msl_anneal_epochs: epochs over which MAML++'s multi-step loss moves to the last step.
-      first_order_epochs: MAML++'s derivative-order annealing: first-order epochs.
+      first_order_epochs: derivative-order annealing: first-order epochs before exact ones.
     """
 
+    family: ClassVar[str] = ""
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+
     algo: str = "maml"
-    shots: int = 10
+    shots: int = 1
     queries: int | None = None
     inner_steps: int = 1
     inner_lr: float = 0.01
     outer_lr: float = 1e-3
-    meta_batch: int = 25
-    steps: int = 70_000
-    hidden: tuple[int, ...] = (40, 40)
+    meta_batch: int = 32
+    chunk_size: int | None = None
+    steps: int = 60_000
     seed: int = 0
     log_every: int = 100
-    eval_every: int = 5_000
-    checkpoint_every: int = 5_000
-    eval_tasks: int = 600
-    eval_steps: int = 10
-    eval_queries: int = 100
+    eval_every: int = 1_000
+    checkpoint_every: int = 1_000
+    val_tasks: int = 100
+    test_tasks: int = 600
+    eval_inner_steps: int = 10
+    eval_queries: int | None = None
     eval_seed: int = 1234
     steps_per_epoch: int = 1_000
     msl_anneal_epochs: int = 10
     first_order_epochs: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        self.validate()
-
-    def validate(self) -> None:
-        """Raises a ValueError naming the first bad value."""
-        if self.algo not in ALGOS:
-            raise ValueError(f"unknown algo {self.algo!r}; choose one of {', '.join(ALGOS)}.")
-        positive = [
-            "shots",
-            "inner_steps",
-            "meta_batch",
-            "steps",
-            "log_every",
-            "checkpoint_every",
-            "eval_tasks",
-            "eval_steps",
-            "eval_queries",
-            "steps_per_epoch",
-            "msl_anneal_epochs",
-        ]
-        if self.queries is not None:
-            positive.append("queries")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        for name in ("eval_every", "first_order_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
-        for name in ("inner_lr", "outer_lr"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0 and value < float("inf")):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
-        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
+        if self.queries is None:
+            object.__setattr__(self, "queries", self.shots)
+        if self.eval_queries is None:
+            object.__setattr__(self, "eval_queries", self.queries)
+        for f in dataclasses.fields(self):
+            problem = check_value(type(self), f.name, getattr(self, f.name))
+            if problem:
+                raise ValueError(f"{f.name} {problem}")
+        if self.chunk_size is not None and self.meta_batch % self.chunk_size:
             raise ValueError(
-                f"hidden must be a non-empty list of positive widths, got {self.hidden!r}."
+                f"chunk_size={self.chunk_size} must divide meta_batch={self.meta_batch}."
             )
 
     def to_json(self) -> str:
-        """Serialises the config (written as ``config.json`` in the run directory)."""
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
-    @classmethod
-    def load(cls, path: str | Path) -> SinusoidConfig:
-        """Reads a ``config.json`` written by :meth:`to_json`."""
-        return load_config(cls, path)
+        """The config as written to a run's ``config.json``, with its family."""
+        return json.dumps({"family": self.family, **dataclasses.asdict(self)}, indent=2)
 
 
-def load_config(cls, path: str | Path):
-    """Reads a run's ``config.json`` into the dataclass ``cls``, naming what is wrong."""
+def field_kind(cls: type[RunConfig], name: str) -> str:
+    """``choice``, ``count``, ``int``, ``rate``, ``widths``, ``path`` or ``optional count``."""
+    annotation = str({f.name: f.type for f in dataclasses.fields(cls)}[name])
+    if name in cls.choices:
+        return "choice"
+    if annotation == "float":
+        return "rate"
+    if annotation.startswith("tuple"):
+        return "widths"
+    if annotation == "str":
+        return "path"
+    if name in ANY_INT:
+        return "int"
+    return "optional count" if "None" in annotation else "count"
+
+
+def check_value(cls: type[RunConfig], name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for field ``name`` (``"must be ..., got ..."``), or None."""
+    kind = field_kind(cls, name)
+    if kind == "choice":
+        options = cls.choices[name]
+        return None if value in options else f"must be one of {', '.join(options)}; got {value!r}."
+    if kind == "rate":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok and 0 < value < math.inf else f"must be a positive finite number, got {value!r}."
+    if kind == "widths":
+        ok = bool(value) and all(isinstance(w, int) and w >= 1 for w in value)
+        return None if ok else f"must be a non-empty list of positive widths, got {value!r}."
+    if kind == "path":
+        return None if isinstance(value, str) and value else f"must be a non-empty string, got {value!r}."
+    if kind == "optional count" and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be an integer, got {value!r}."
+    if kind == "int":
+        return None
+    least = 0 if name in NON_NEGATIVE else 1
+    return None if value >= least else f"must be >= {least}, got {value!r}."
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's description from the ``Attributes`` sections of ``cls`` and its bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        section = (inspect.getdoc(klass) or "").partition("Attributes:\n")[2]
+        for match in re.finditer(r"^  (\w+): (.+?)(?=^  \w+: |\Z)", section, re.M | re.S):
+            docs[match.group(1)] = " ".join(match.group(2).split())
+    return docs
+
+
+def load_config(families: dict[str, type[RunConfig]], path: str | Path) -> RunConfig:
+    """Reads a run's ``config.json`` into its family's config class, naming what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no run configuration at {path} (is this a metax run directory?)")
@@ -117,7 +160,18 @@ def load_config(cls, path: str | Path):
         fields = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"corrupt run configuration {path}: {e}") from e
+    family = fields.pop("family", None)
+    if family not in families:
+        raise ValueError(
+            f"{path} names no known task family ({family!r}); runs written by metax 0.1 lack "
+            f'it: add "family": "sinusoid" or "family": "omniglot" to that file '
+            f"(renamed fields {sorted(LEGACY_NAMES)} are converted on load)."
+        )
+    cls = families[family]
+    fields = {LEGACY_NAMES.get(k, k): v for k, v in fields.items()}
     unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise ValueError(f"unknown fields {sorted(unknown)} in {path}")
+    if "hidden" in fields:
+        fields["hidden"] = tuple(fields["hidden"])
     return cls(**fields)

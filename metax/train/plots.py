@@ -1,4 +1,4 @@
-"""PNG plots of a run: learning curves and sinusoid fits before/after adaptation."""
+"""PNG plots of a run: learning curves and regression fits. Drawing only; no computation."""
 
 from __future__ import annotations
 
@@ -8,13 +8,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-
-import metax
-from metax.data.sinusoid import sample_sinusoid_tasks
 
 
 def loss_curve(records: list[dict[str, Any]], path: str | Path, *, title: str = "") -> None:
@@ -62,52 +57,35 @@ def classification_curve(
     plt.close(fig)
 
 
-def sinusoid_fits(
-    config, problem, meta_params, path: str | Path, *, title: str = "", num_tasks: int = 4
+def regression_fits(
+    xs: Any,
+    *,
+    truth: Any,
+    support: dict[str, Any],
+    curves: dict[str, Any],
+    path: str | Path,
+    title: str = "",
 ) -> None:
-    """Ground truth, K support points, and the model before and after 1 and 10 steps.
+    """One panel per task: ground truth, support points and fitted curves (Finn et al.'s Fig. 2).
 
-    As in Finn et al. (2017), Figure 2, on ``num_tasks`` test tasks.
+    Args:
+      xs: ``[points]`` inputs of the curves.
+      truth: ``[tasks, points]`` true outputs.
+      support: ``{"x", "y"}`` support points, ``[tasks, shots, 1]`` each.
+      curves: label -> ``[tasks, points]`` (or ``[points]``, the same for every task).
+      path: the PNG to write.
+      title: figure title.
     """
-    from metax.train.sinusoid import eval_rates
-
-    data = sample_sinusoid_tasks(
-        jax.random.key(config.eval_seed + 1), num_tasks, shots=config.shots
-    )
-    xs = jnp.linspace(-5.0, 5.0, 200)[:, None]
-    steps = max(10, config.inner_steps)
-    rates = eval_rates(config, meta_params, steps)
-    apply = problem.model.apply
-    params = meta_params.params
-
-    @jax.jit
-    def fitted_curves(support):
-        def after(k):
-            adapted, _ = metax.adapt(
-                problem.loss_fn,
-                params,
-                support,
-                metax.scale_by_learned_lr(),
-                k,
-                hparams=jax.tree.map(lambda r: r[:k], rates),
-            )
-            return apply({"params": adapted}, xs)
-
-        return after(1), after(steps)
-
-    curves = jax.vmap(fitted_curves)(data.tasks.support)
+    truth = np.asarray(truth)
+    num_tasks = truth.shape[0]
     fig, axes = plt.subplots(1, num_tasks, figsize=(4 * num_tasks, 3.4), sharey=True)
     for t, ax in enumerate(np.atleast_1d(axes)):
-        support = jax.tree.map(lambda a, t=t: a[t], data.tasks.support)
-        curve = {1: curves[0][t], steps: curves[1][t]}
-        truth = data.amplitude[t] * jnp.sin(xs - data.phase[t])
-        ax.plot(xs, truth, "k-", lw=2, label="ground truth")
-        ax.plot(xs, apply({"params": params}, xs), ":", label="pre-update")
-        ax.plot(xs, curve[1], "--", label="after 1 step")
-        ax.plot(xs, curve[steps], "-", label=f"after {steps} steps")
-        ax.plot(
-            support["x"], support["y"], "^", color="purple", label=f"{config.shots} support points"
-        )
+        ax.plot(xs, truth[t], "k-", lw=2, label="ground truth")
+        for (label, ys), style in zip(curves.items(), (":", "--", "-", "-."), strict=False):
+            ys = np.asarray(ys)
+            ax.plot(xs, ys if ys.ndim == 1 else ys[t], style, label=label)
+        shots = np.asarray(support["x"]).shape[1]
+        ax.plot(support["x"][t], support["y"][t], "^", color="purple", label=f"{shots} support points")
         ax.set_xlabel("x")
     np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower left")
     fig.suptitle(title, fontsize=9)

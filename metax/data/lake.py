@@ -1,0 +1,91 @@
+"""Lake et al.'s original one-shot protocol: 20 runs of 20-way 1-shot classification.
+
+A runs folder holds ``run01`` .. ``run20``; each has ``training/classNN.png`` (one
+image per class), ``test/itemNN.png`` and ``class_labels.txt`` whose lines read
+``runXX/test/itemNN.png runXX/training/classMM.png`` (the true class of each item).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metax._src.base import Task
+from metax.data.omniglot import _decode_png, ink_from_white_background, model_input, resize_ink
+
+_CLASS = re.compile(r"class(\d+)\.png$")
+
+
+def _read_images(paths: list[Path], size: int) -> np.ndarray:
+    white = []
+    shape = None
+    for path in paths:
+        img = _decode_png(str(path), path.read_bytes())
+        if shape is not None and img.shape != shape:
+            raise ValueError(
+                f"mixed image sizes: {path} is {img.shape[::-1]}, expected {shape[::-1]}."
+            )
+        shape = img.shape
+        white.append(img)
+    return resize_ink(ink_from_white_background(np.stack(white)), size)
+
+
+def read_run(run_dir: Path, *, size: int = 28) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(training images [C, size, size], test images [T, size, size], true class [T])`` of a run."""
+    labels_file = run_dir / "class_labels.txt"
+    if not labels_file.is_file():
+        raise FileNotFoundError(
+            f"{labels_file} is missing (expected lines 'runXX/test/itemNN.png runXX/training/classMM.png')."
+        )
+    train_paths = sorted((run_dir / "training").glob("class*.png"))
+    if not train_paths:
+        raise FileNotFoundError(f"no training/classNN.png images in {run_dir}")
+    index = {p.name: i for i, p in enumerate(train_paths)}
+    test_paths, truth = [], []
+    for number, line in enumerate(labels_file.read_text().split("\n"), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or _CLASS.search(parts[1]) is None:
+            raise ValueError(
+                f"{labels_file}:{number}: expected 'runXX/test/itemNN.png runXX/training/classMM.png', got {line!r}"
+            )
+        item, cls = Path(parts[0]).name, Path(parts[1]).name
+        if cls not in index:
+            raise ValueError(
+                f"{labels_file}:{number}: {cls} is not among the training images of {run_dir}"
+            )
+        test_paths.append(run_dir / "test" / item)
+        truth.append(index[cls])
+    missing = [p for p in test_paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing test images: {[str(p) for p in missing[:5]]}")
+    return _read_images(train_paths, size), _read_images(test_paths, size), np.asarray(truth)
+
+
+def read_runs(runs_dir: str | Path, *, size: int = 28) -> dict[str, Task]:
+    """Every ``run*`` folder of ``runs_dir`` as one episode, by run name.
+
+    The support set holds the training images, class ``k`` being the ``k``-th
+    ``classNN.png`` in name order; the query set the test images with their true
+    classes from ``class_labels.txt`` (matched by file name, whatever the line order).
+
+    Raises:
+      FileNotFoundError: no ``run*`` folders, or a missing file (named).
+      ValueError: a malformed ``class_labels.txt`` line (named with its number).
+    """
+    runs_dir = Path(runs_dir)
+    run_dirs = sorted(p for p in runs_dir.glob("run*") if p.is_dir())
+    if not run_dirs:
+        raise FileNotFoundError(f"no run01..run20 folders in {runs_dir}")
+    episodes = {}
+    for run_dir in run_dirs:
+        train_x, test_x, truth = read_run(run_dir, size=size)
+        episodes[run_dir.name] = Task(
+            support={"x": model_input(train_x), "y": np.arange(len(train_x), dtype=np.int32)},
+            query={"x": model_input(test_x), "y": truth.astype(np.int32)},
+        )
+    return episodes

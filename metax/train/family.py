@@ -1,0 +1,75 @@
+"""The task-family protocol: what ``metax.train`` needs from sinusoid, Omniglot or the next one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+import jax
+import optax
+
+import metax
+from metax.train.config import RunConfig
+
+
+class ModelSpec(NamedTuple):
+    """A family's model as the learners see it.
+
+    Attributes:
+      loss_fn: the support loss, of the form ``options`` describe.
+      options: keyword options of every learner factory: ``has_aux``, ``stateful``,
+        ``takes_step`` and ``query_loss_fn``.
+      inner_mask: ``None`` (the inner loop adapts every parameter) or a pytree of
+        booleans over the parameters, ``True`` where the inner loop adapts (fast
+        parameters); the others are learned by the outer loop only.
+    """
+
+    loss_fn: Callable
+    options: dict[str, Any]
+    inner_mask: Any = None
+
+    def restrict_inner(self, inner_opt: optax.GradientTransformation):
+        """``inner_opt`` with zero updates outside ``inner_mask``."""
+        if self.inner_mask is None:
+            return inner_opt
+        slow = jax.tree.map(lambda fast: not fast, self.inner_mask)
+        return optax.chain(optax.masked(optax.set_to_zero(), slow), inner_opt)
+
+
+class TaskFamily(Protocol):
+    """A task family, built from its run config (``Family(config)``).
+
+    Data are loaded when first needed, so a run can be restored (for evaluation on
+    other tasks, e.g. Lake's runs) without its training data.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[RunConfig]]
+    config: RunConfig
+
+    def check(self) -> None:
+        """Loads the data and raises, naming the value, if the config cannot be served."""
+
+    def model_spec(self) -> ModelSpec:
+        """The loss and its form, for the learners."""
+
+    def init(self, key: jax.Array) -> tuple[Any, Any]:
+        """Fresh ``(params, model_state)``; the state is ``None`` for stateless models."""
+
+    def sample(self, key: jax.Array) -> metax.Task:
+        """One meta-batch of training tasks (traceable: runs inside the jitted step)."""
+
+    def validate(self, learner: metax.MetaLearner, meta_params, model_state) -> dict[str, float]:
+        """Quick validation metrics, logged every ``eval_every`` meta-steps."""
+
+    def test(self, learner: metax.MetaLearner, meta_params, model_state) -> dict[str, Any]:
+        """The final evaluation on ``test_tasks`` test tasks: the results' numbers."""
+
+    def train_metrics(self, info: metax.StepInfo) -> dict[str, float]:
+        """Numbers to log beside the loss, from a meta-step's info."""
+
+    def plot(
+        self, out: Path, records: list[dict], learner: metax.MetaLearner, meta_params
+    ) -> None:
+        """Writes the run's figures into ``out``."""

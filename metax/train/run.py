@@ -1,0 +1,194 @@
+"""``train``, ``evaluate`` and ``load``, written once over every task family."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+import metax
+from metax.train import algorithms
+from metax.train.checkpoint import Checkpointer
+from metax.train.config import RunConfig, load_config
+from metax.train.family import TaskFamily
+from metax.train.families import FAMILIES
+from metax.train.loop import TrainState, abstract_like, fit, prepare_run_dir
+from metax.train.metrics import MetricsLog
+
+StepFn = Callable[[TrainState], tuple[TrainState, metax.StepInfo]]
+CONFIGS = {name: family.config_class for name, family in FAMILIES.items()}
+
+
+class Run(NamedTuple):
+    """A run's pieces: its config, family, learner and outer optimizer."""
+
+    config: RunConfig
+    family: TaskFamily
+    learners: metax.DerivativeOrderAnnealing
+    outer_opt: Any
+
+    @property
+    def learner(self) -> metax.MetaLearner:
+        """The learner of the exact phase; every learner of a run adapts the same way."""
+        return self.learners.second_order
+
+
+def build(config: RunConfig, **family_options: Any) -> Run:
+    """The family, learners and outer optimizer of ``config`` (no data are loaded)."""
+    family = FAMILIES[config.family](config, **family_options)
+    learners = algorithms.learners(config, family.model_spec())
+    return Run(config, family, learners, algorithms.outer_optimizer(config))
+
+
+def initial_state(run: Run) -> TrainState:
+    """Fresh meta-parameters (from ``seed``), optimizer state, model state and step 0."""
+    params, model_state = run.family.init(jax.random.key(run.config.seed + 1_000_003))
+    meta_params = run.learner.init(params)
+    return TrainState(meta_params, run.outer_opt.init(meta_params), jnp.int32(0), model_state)
+
+
+def step_selector(run: Run) -> Callable[[int], StepFn]:
+    """``step_for(i)``: the jitted meta-step to run at meta-step ``i``.
+
+    Each step samples its tasks from ``fold_in(key(seed), step)`` inside the jitted
+    program and passes the multi-step-loss weights of its epoch as an array (never
+    recompiling); learners that do not use them ignore them. Under derivative-order
+    annealing there are two steps, each compiled once.
+    """
+    config = run.config
+    base_key = jax.random.key(config.seed)
+
+    def make_step(learner: metax.MetaLearner) -> StepFn:
+        meta_step = metax.meta_step(learner, run.outer_opt, chunk_size=config.chunk_size)
+
+        @jax.jit
+        def train_step(state: TrainState):
+            tasks = run.family.sample(jax.random.fold_in(base_key, state.step))
+            weights = metax.msl_weights(
+                config.inner_steps,
+                state.step / config.steps_per_epoch,
+                anneal_epochs=config.msl_anneal_epochs,
+            )
+            mp, opt_state, info = meta_step(
+                state.meta_params,
+                state.opt_state,
+                tasks,
+                step_weights=weights,
+                state=state.model_state,
+            )
+            return TrainState(mp, opt_state, state.step + 1, info.state), info
+
+        return train_step
+
+    steps = {id(learner): make_step(learner) for learner in run.learners[:2]}
+    return lambda i: steps[id(run.learners.for_epoch(i // config.steps_per_epoch))]
+
+
+def train(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    **family_options: Any,
+) -> dict[str, Any]:
+    """Meta-trains, validates every ``eval_every`` steps, tests, and writes the run directory.
+
+    The directory gets ``config.json`` (with the family), ``metrics.jsonl``,
+    ``checkpoints/``, ``results.json`` and the family's figures. Data problems
+    (missing files, impossible episode shapes) raise before anything is compiled
+    or written.
+
+    Args:
+      config: the run's hyperparameters (on resume, those saved in ``out`` win; a
+        different ``steps`` extends the run).
+      out: the run directory.
+      resume: continue the run in ``out`` from its latest checkpoint.
+      overwrite: replace an existing run in ``out``.
+      progress: show a progress bar.
+      **family_options: passed to the family, e.g. ``data=`` an already loaded Omniglot.
+
+    Returns:
+      The results, also written to ``results.json``.
+    """
+    if resume:
+        saved = load_config(CONFIGS, Path(out) / "config.json")
+        config = dataclasses.replace(saved, steps=config.steps)
+    run = build(config, **family_options)
+    run.family.check()
+    out = prepare_run_dir(out, resume=resume, overwrite=overwrite)
+    (out / "config.json").write_text(config.to_json())
+    checkpointer = Checkpointer(out / "checkpoints")
+    metrics = MetricsLog(out / "metrics.jsonl")
+    state = initial_state(run)
+    if resume and checkpointer.latest_step() is not None:
+        state = checkpointer.restore(abstract_like(state))
+        metrics.truncate_after(int(state.step))
+    tic = time.perf_counter()
+    try:
+        state = fit(
+            state,
+            step_selector(run),
+            num_steps=config.steps,
+            checkpointer=checkpointer,
+            metrics=metrics,
+            log_every=config.log_every,
+            checkpoint_every=config.checkpoint_every,
+            validate=lambda s: run.family.validate(run.learner, s.meta_params, s.model_state),
+            validate_every=config.eval_every,
+            progress=progress,
+            log_extra=run.family.train_metrics,
+        )
+    finally:
+        checkpointer.close()
+    results = evaluate(run, state, out)
+    results["train_seconds_this_session"] = round(time.perf_counter() - tic, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def evaluate(run: Run, state: TrainState, out: Path | None = None) -> dict[str, Any]:
+    """Tests ``state`` on the family's ``test_tasks`` test tasks; plots into ``out``."""
+    config = run.config
+    results = {
+        "family": config.family,
+        "algo": config.algo,
+        "shots": config.shots,
+        "steps_trained": int(state.step),
+        "test_tasks": config.test_tasks,
+        "eval_queries": config.eval_queries,
+        "eval_inner_steps": config.eval_inner_steps,
+        **run.family.test(run.learner, state.meta_params, state.model_state),
+    }
+    if out is not None:
+        records = MetricsLog(Path(out) / "metrics.jsonl").read()
+        run.family.plot(Path(out), records, run.learner, state.meta_params)
+    return results
+
+
+def load(
+    out: str | Path, *, step: int | None = None, **overrides: Any
+) -> tuple[Run, TrainState]:
+    """A run directory's run and its checkpoint at ``step`` (default: the latest).
+
+    ``overrides`` change config fields for evaluation (e.g. ``test_tasks=6000``,
+    ``eval_queries=15``); ``data=`` (Omniglot) is handed to the family. No data are
+    loaded until the family needs them.
+    """
+    out = Path(out)
+    family_options = {k: overrides.pop(k) for k in ("data",) if k in overrides}
+    config = dataclasses.replace(load_config(CONFIGS, out / "config.json"), **overrides)
+    run = build(config, **family_options)
+    checkpointer = Checkpointer(out / "checkpoints")
+    try:
+        state = checkpointer.restore(abstract_like(initial_state(run)), step)
+    finally:
+        checkpointer.close()
+    return run, state
