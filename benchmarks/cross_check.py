@@ -42,7 +42,7 @@ def metax_meta_gradient(w: dict):
     """metax's meta-gradient, loss, params and tasks for workload ``w`` in float64."""
     import jax.numpy as jnp
     import optax
-    from meta_step_speed import metax_model, random_tasks
+    from tasks import metax_model, random_tasks
 
     import metax
 

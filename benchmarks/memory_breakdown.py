@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 import meta_step_speed as speed
+from tasks import random_tasks
 
 
 def analyse(w: dict) -> dict:
@@ -24,7 +25,7 @@ def analyse(w: dict) -> dict:
     import jax
 
     step, params, opt_state = speed.metax_step(w)
-    tasks = speed.random_tasks(w, 0)
+    tasks = random_tasks(w, 0)
     memory = jax.jit(step).lower(params, opt_state, tasks).compile().memory_analysis()
     mb = 2**20
     return {

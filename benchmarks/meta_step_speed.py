@@ -18,7 +18,7 @@ and the ratio is taken within each pair. Workloads (issue 5):
 
 A variant ``metax:key=value`` overrides one workload field for metax in the same
 pairs: ``conv=patches_autodiff``, ``pooling=reduce_window``, ``chunk_size=1``,
-``resident_heap=false`` (no ``metax.keep_cpu_heap_resident()``).
+``resident_heap=false`` (no ``metax.cpu_heap.keep_cpu_heap_resident()``).
 
 learn2learn runs in ``benchmarks/.venv-learn2learn`` (built on first use by
 ``learn2learn_env.sh``). Results are appended as JSON lines to
@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from tasks import metax_model, random_tasks
+
 HERE = Path(__file__).resolve().parent
 L2L_PYTHON = HERE / ".venv-learn2learn" / "bin" / "python"
 RESULTS = HERE / "results" / "meta_step_speed.jsonl"
@@ -49,7 +51,7 @@ BASE = {
     "chunk_size": None,
     "conv": "auto",
     "pooling": "select",
-    "resident_heap": True,  # metax.keep_cpu_heap_resident() in the JAX children
+    "resident_heap": True,  # metax.cpu_heap.keep_cpu_heap_resident() in the JAX children
 }
 OMNIGLOT_A = {"kind": "omniglot", "ways": 5, "shots": 1, "queries": 15, "inner_steps": 5,
               "meta_batch": 32, "inner_lr": 0.4}  # fmt: skip
@@ -86,62 +88,13 @@ def workloads(names: list[str]) -> list[dict]:
 
 
 def _jax_setup(resident_heap: bool = True):
-    import metax
+    import metax.cpu_heap
 
     if resident_heap:
-        metax.keep_cpu_heap_resident()
+        metax.cpu_heap.keep_cpu_heap_resident()
     import jax
 
     return jax
-
-
-def random_tasks(w: dict, seed: int):
-    """One meta-batch of random tasks (``metax.Task`` with a leading task axis)."""
-    import jax
-    import jax.numpy as jnp
-
-    import metax
-
-    k = jax.random.split(jax.random.key(seed), 4)
-    t = w["meta_batch"]
-    if w["kind"] == "omniglot":
-        n_s, n_q = w["ways"] * w["shots"], w["ways"] * w["queries"]
-        labels = lambda n: jnp.tile(jnp.repeat(jnp.arange(w["ways"]), n // w["ways"]), (t, 1))  # noqa: E731
-        return metax.Task(
-            support={"x": jax.random.uniform(k[0], (t, n_s, 28, 28, 1)), "y": labels(n_s)},
-            query={"x": jax.random.uniform(k[1], (t, n_q, 28, 28, 1)), "y": labels(n_q)},
-        )
-    xs = jax.random.uniform(k[0], (t, w["shots"], 1), minval=-5, maxval=5)
-    xq = jax.random.uniform(k[1], (t, w["queries"], 1), minval=-5, maxval=5)
-    return metax.Task(support={"x": xs, "y": jnp.sin(xs)}, query={"x": xq, "y": jnp.sin(xq)})
-
-
-def metax_model(w: dict, key):
-    """The workload's Flax model in metax: ``(params, loss_fn)``."""
-    import jax.numpy as jnp
-    import optax
-
-    from metax.nn import MLP, Conv4
-
-    if w["kind"] == "omniglot":
-        model = Conv4(
-            num_classes=w["ways"],
-            conv_strategy=w.get("conv", "auto"),
-            pooling=w.get("pooling", "select"),
-        )
-        params = model.init(key, jnp.zeros((2, 28, 28, 1)))["params"]
-
-        def loss_fn(p, batch):
-            logits = model.apply({"params": p}, batch["x"])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-    else:
-        model = MLP(hidden=(40, 40))
-        params = model.init(key, jnp.zeros((2, 1)))["params"]
-
-        def loss_fn(p, batch):
-            return jnp.mean((model.apply({"params": p}, batch["x"]) - batch["y"]) ** 2)
-
-    return params, loss_fn
 
 
 def metax_step(w: dict):

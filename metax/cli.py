@@ -115,7 +115,11 @@ def _train(args: argparse.Namespace) -> dict:
     cls = FAMILIES[args.family].config_class
     config = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
     return train(
-        config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
     )
 
 
@@ -151,7 +155,9 @@ def _report(results: dict) -> None:
         for k in sorted({0, 1, len(mse) - 1}):
             diverged = results["diverged_tasks"][k]
             note = f"  ({diverged} task(s) diverged)" if diverged else ""
-            print(f"  MSE after {k:2d} step(s): {mse[k]:.3f} +- {results['ci95'][k]:.3f} (95% CI){note}")
+            print(
+                f"  MSE after {k:2d} step(s): {mse[k]:.3f} +- {results['ci95'][k]:.3f} (95% CI){note}"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,25 +2,21 @@
 
 XLA:CPU allocates each step's large temporaries and outputs with ``malloc``. glibc
 serves large allocations with a fresh ``mmap`` and returns them with ``munmap``,
-so every meta-step page-faults part of its working set back in (measured here: a
-fresh 72 MB output costs 18,433 page faults, ~3.4 GB/s instead of ~11 GB/s).
+so every meta-step page-faults part of its working set back in.
 :func:`keep_cpu_heap_resident` asks glibc for one arena, no ``mmap``-served blocks
-and no trimming, so freed buffers are reused: a second-order Omniglot meta-step got
-~20% faster (1,120 -> 877 ms, benchmarks/RESULTS.md). Threads that already picked
-an arena keep it, so blocks above 64 MB from such threads are still mapped afresh;
-the ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0`` environment variables, set before
-the process starts, reach those too.
+and no trimming, so freed buffers are reused and steps get faster. Threads that
+already picked an arena keep it, so their largest blocks are still mapped afresh;
+the ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0`` environment variables, set before the
+process starts, reach those too.
 
 The ``metax`` command and the benchmarks call it at start-up; in a notebook or a
 script, call it before the first JAX computation.
 
-It trades memory for time. Freed memory stays with the process until it ends, and
-the heap fragments: when a step's large temporary block cannot be placed in the
-freed space, the heap grows by another block. Measured on a second-order Omniglot
-meta-step (Finn et al.'s setting, meta-batch 32): peak resident memory 3.0 GB
-instead of 1.7 GB, reached within ~10 steps and flat over the next 30. Where
+It trades memory for time: freed memory stays with the process until it ends, and
+the heap fragments (a step's large temporary block that does not fit the freed
+space grows the heap by another block), so peak resident memory is higher. Where
 memory is the constraint, leave it off or bound the meta-step's temporaries with
-``meta_step(..., chunk_size=...)``.
+``meta_step(..., chunk_size=...)``. Measured speed and memory: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -50,8 +46,8 @@ def keep_cpu_heap_resident() -> bool:
       musl), where it does nothing.
 
     Example:
-      >>> import metax
-      >>> metax.keep_cpu_heap_resident() in (True, False)
+      >>> from metax.cpu_heap import keep_cpu_heap_resident
+      >>> keep_cpu_heap_resident() in (True, False)
       True
     """
     if not is_glibc():

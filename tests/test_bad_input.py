@@ -104,7 +104,6 @@ def test_step_weights_shape_and_learner_kind():
         pp.loss(pp.init(jnp.float32(0.0)), task, step_weights=jnp.ones(2))
 
 
-
 @pytest.mark.parametrize(
     "make",
     [

@@ -11,14 +11,14 @@ import jax
 import numpy as np
 import pytest
 
-from metax.train import sinusoid as sin
+from metax.train import load
 
 FAST = [
     "--meta-batch",
     "5",
     "--hidden",
     "16,16",
-    "--eval-tasks",
+    "--test-tasks",
     "50",
     "--eval-every",
     "0",
@@ -67,8 +67,8 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
 
     resumed = metax(*args, "--out", killed, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    _, _, want = sin.load_run(reference)
-    _, _, got = sin.load_run(killed)
+    _, want = load(reference)
+    _, got = load(killed)
     jax.tree.map(np.testing.assert_array_equal, want.meta_params, got.meta_params)  # bit for bit
     steps_logged = [
         r["step"] for r in map(json.loads, (killed / "metrics.jsonl").read_text().splitlines())
@@ -123,17 +123,17 @@ def test_eval_of_missing_or_corrupt_checkpoint(tmp_path):
         ).returncode
         == 0
     )
-    ok = metax("eval", run, "--eval-tasks", "20")
+    ok = metax("eval", run, "--test-tasks", "20")
     assert ok.returncode == 0 and "MSE after  1 step(s)" in ok.stdout
-    assert json.loads((run / "eval.json").read_text())["num_tasks"] == 20
+    assert json.loads((run / "eval.json").read_text())["test_tasks"] == 20
 
     # an older checkpoint, with another protocol; a step that is not kept is named
-    ok = metax("eval", run, "--step", "10", "--eval-queries", "7", "--eval-tasks", "20")
+    ok = metax("eval", run, "--step", "10", "--eval-queries", "7", "--test-tasks", "20")
     assert ok.returncode == 0, ok.stderr
     result = json.loads((run / "eval.json").read_text())
-    assert (result["steps"], result["eval_queries"]) == (10, 7)
+    assert (result["steps_trained"], result["eval_queries"]) == (10, 7)
     history = [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]
-    assert [(r["steps"], r["eval_queries"]) for r in history] == [(20, 100), (10, 7)]
+    assert [(r["steps_trained"], r["eval_queries"]) for r in history] == [(20, 100), (10, 7)]
     result = metax("eval", run, "--step", "15")
     assert result.returncode == 1
     assert "no checkpoint at step 15" in result.stderr and "[10, 20]" in result.stderr

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metax.train import omniglot as og
-from metax.train.lake import evaluate_lake, read_run
+from metax.data.lake import read_run
+from metax.train import OmniglotConfig, train
+from metax.train.lake import evaluate_lake
 
 NPZ = Path(__file__).parents[1].parent / "shared" / "data" / "omniglot" / "omniglot_105.npz"
 pytestmark = pytest.mark.skipif(not NPZ.is_file(), reason=f"real Omniglot not found at {NPZ}")
@@ -57,7 +58,7 @@ def test_read_run_parses_labels(runs):
 
 
 def test_a_20_way_model_beats_chance_on_lake_runs(runs, tmp_path):
-    cfg = og.OmniglotConfig(
+    cfg = OmniglotConfig(
         data=str(NPZ),
         ways=20,
         shots=1,
@@ -67,11 +68,11 @@ def test_a_20_way_model_beats_chance_on_lake_runs(runs, tmp_path):
         log_every=50,
         eval_every=0,
         checkpoint_every=150,
-        test_episodes=20,
+        test_tasks=20,
         eval_inner_steps=5,
         inner_lr=0.4,
     )
-    own = og.train(cfg, tmp_path / "model", progress=False)
+    own = train(cfg, tmp_path / "model", progress=False)
     res = evaluate_lake(runs, tmp_path / "model")
     assert len(res["runs"]) == 20
     assert all(0.0 <= e <= 1.0 for e in res["runs"].values())

@@ -11,12 +11,14 @@ import jax
 import numpy as np
 import pytest
 
-from metax.train import omniglot as og
+from metax.data.omniglot import load as load_omniglot
+from metax.train import OmniglotConfig, train
+from metax.train.run import build, initial_state, step_selector
 
 NPZ = Path(__file__).parents[1].parent / "shared" / "data" / "omniglot" / "omniglot_105.npz"
 pytestmark = pytest.mark.skipif(not NPZ.is_file(), reason=f"real Omniglot not found at {NPZ}")
 
-SHORT = og.OmniglotConfig(
+SHORT = OmniglotConfig(
     data=str(NPZ),
     steps=300,
     meta_batch=8,
@@ -24,22 +26,22 @@ SHORT = og.OmniglotConfig(
     log_every=50,
     eval_every=150,
     checkpoint_every=150,
-    val_episodes=50,
-    test_episodes=100,
+    val_tasks=50,
+    test_tasks=100,
     eval_inner_steps=5,
 )
 
 
 @pytest.fixture(scope="module")
 def data():
-    return og.load_data(str(NPZ))
+    return load_omniglot(NPZ)
 
 
 def test_short_maml_run_learns_5way_1shot(data, tmp_path):
     """300 meta-steps of a small Conv-4: far above chance (20%); a broken
     meta-gradient or a label/episode bug stays near chance."""
-    res = og.train(SHORT, tmp_path / "run", progress=False, data=data)
-    assert res["test_episodes"] == 100
+    res = train(SHORT, tmp_path / "run", progress=False, data=data)
+    assert res["test_tasks"] == 100
     assert res["eval_queries"] == SHORT.queries == 1  # Finn et al.'s protocol: as in training
     assert res["test_accuracy"] > 0.55, res
     records = [
@@ -51,9 +53,9 @@ def test_short_maml_run_learns_5way_1shot(data, tmp_path):
 
 def test_meta_step_including_sampling_compiles_once(data):
     cfg = dataclasses.replace(SHORT, algo="maml++", inner_steps=2)
-    problem = og.build(cfg, data)
-    state = og.initial_state(cfg, problem)
-    step = problem.step_for(0)
+    run = build(cfg, data=data)
+    state = initial_state(run)
+    step = step_selector(run)(0)
     traced = chex.assert_max_traces(n=1)(step.__wrapped__)
     jitted = jax.jit(traced)
     for _ in range(3):
@@ -71,18 +73,20 @@ def test_checkpoint_round_trip_keeps_batch_norm_state_and_continues_identically(
     from metax.train.loop import abstract_like
 
     cfg = dataclasses.replace(SHORT, algo="maml++", inner_steps=2, features=8, bn_policy=bn_policy)
-    problem = og.build(cfg, data)
-    step = problem.step_for(0)
-    state = og.initial_state(cfg, problem)
+    run = build(cfg, data=data)
+    step = step_selector(run)(0)
+    state = initial_state(run)
     for _ in range(3):
         state, _ = step(state)
     ckpt = Checkpointer(tmp_path / "ckpt")
     ckpt.save(3, state)
-    restored = ckpt.restore(abstract_like(og.initial_state(cfg, problem)))
+    restored = ckpt.restore(abstract_like(initial_state(run)))
     jax.tree.map(np.testing.assert_array_equal, state, restored)
-    assert restored.model_state is not None and int(restored.step) == 3
+    assert int(restored.step) == 3
     if bn_policy == "per_step_batch":  # no statistics to carry
-        assert jax.tree.leaves(restored.model_state) == []
+        assert restored.model_state is None
+    else:
+        assert restored.model_state["StepBatchNorm_0"]["mean"].shape == (2, 8)
     # Each inner step trains its own BN weights: a model always told step 0 leaves row 1 at 1.
     scale = np.asarray(state.meta_params.params["StepBatchNorm_0"]["scale"])
     assert scale.shape == (2, 8) and not np.allclose(scale[1], 1.0)
@@ -94,21 +98,24 @@ def test_checkpoint_round_trip_keeps_batch_norm_state_and_continues_identically(
 
 
 def test_inner_bn_freeze_keeps_batch_norm_weights_out_of_the_inner_loop(data):
-    """MAML++ (learned rates; MAML's SGD goes through the same ``frozen_in_inner_loop``)."""
+    """MAML++ (learned rates; MAML's SGD goes through the same ``ModelSpec.restrict_inner``)."""
+    import jax.numpy as jnp
+
     from metax.data import EpisodeSpec, sample_episode
+    from metax.nn import batch_norm_mask
 
     def adapt(inner_bn):
         cfg = dataclasses.replace(
             SHORT, algo="maml++", inner_steps=2, features=8, inner_bn=inner_bn
         )
-        problem = og.build(cfg, data)
-        state = og.initial_state(cfg, problem)
-        task = sample_episode(jax.random.key(0), problem.pools["train"], EpisodeSpec(5, 1, 1))
-        adapted, _ = problem.learner.adapt(state.meta_params, task.support, state=state.model_state)
+        run = build(cfg, data=data)
+        state = initial_state(run)
+        task = sample_episode(jax.random.key(0), run.family.pools["train"], EpisodeSpec(5, 1, 1))
+        adapted, _ = run.learner.adapt(state.meta_params, task.support, state=state.model_state)
         return state.meta_params.params, adapted
 
     runs = {inner_bn: adapt(inner_bn) for inner_bn in ("adapt", "freeze")}
-    mask = og.is_batch_norm(runs["adapt"][0])
+    mask = batch_norm_mask(build(SHORT).family.model, jnp.zeros((2, 28, 28, 1)))
     assert sum(jax.tree.leaves(mask)) == 8  # scale and bias of Conv-4's 4 batch norms
     for inner_bn, (before, after) in runs.items():
         moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before, after)
@@ -131,7 +138,7 @@ def metax(*args):
             "shots + queries = 10 + 15 = 25 is more than the 20 examples",
         ),
         (["--data", "/nonexistent/omniglot"], "no Omniglot data at /nonexistent/omniglot"),
-        (["--algo", "imaml"], "invalid choice: 'imaml'"),
+        (["--algo", "magic"], "invalid choice: 'magic'"),
     ],
 )
 def test_bad_omniglot_input_fails_before_compiling(tmp_path, flags, message):

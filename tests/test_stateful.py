@@ -33,7 +33,14 @@ STATE = jnp.zeros(NUM_STEPS)
 def test_each_step_sees_its_own_index_and_state_slot():
     task = make_task(jax.random.key(0))
     adapted, info = metax.adapt(
-        stateful_loss, PARAMS, task.support, optax.sgd(0.1), NUM_STEPS, stateful=True, takes_step=True, state=STATE
+        stateful_loss,
+        PARAMS,
+        task.support,
+        optax.sgd(0.1),
+        NUM_STEPS,
+        stateful=True,
+        takes_step=True,
+        state=STATE,
     )
     np.testing.assert_allclose(
         info.state, np.full(NUM_STEPS, 0.1 * float(jnp.mean(task.support[0]))), rtol=1e-6
@@ -52,9 +59,15 @@ def test_each_step_sees_its_own_index_and_state_slot():
     "make",
     [
         lambda: metax.maml(
-            stateful_loss, inner_opt=optax.sgd(0.1), num_steps=NUM_STEPS, stateful=True, takes_step=True
+            stateful_loss,
+            inner_opt=optax.sgd(0.1),
+            num_steps=NUM_STEPS,
+            stateful=True,
+            takes_step=True,
         ),
-        lambda: metax.maml_pp(stateful_loss, num_steps=NUM_STEPS, init_lr=0.1, stateful=True, takes_step=True),
+        lambda: metax.maml_pp(
+            stateful_loss, num_steps=NUM_STEPS, init_lr=0.1, stateful=True, takes_step=True
+        ),
     ],
 )
 def test_query_examples_never_enter_the_state(make):

@@ -88,7 +88,9 @@ def maml(
         check_meta_params(meta_params)
         if not multi_step_loss:
             adapted, info = inner.run(meta_params, task.support, num_steps=num_steps, state=state)
-            query_loss, query_aux = query_score(score, adapted, info.state, task.query, num_steps - 1)
+            query_loss, query_aux = query_score(
+                score, adapted, info.state, task.query, num_steps - 1
+            )
             return query_loss, TaskAux(adapt=info, query_loss=query_loss, query_aux=query_aux)
 
         def eval_fn(p, s, step):

@@ -54,7 +54,11 @@ def reptile(
     """
     form = LossForm(has_aux, stateful, takes_step)
     inner = fine_tuning(
-        canonical_loss(loss_fn, form), form, inner_opt=inner_opt, num_steps=num_steps, first_order=True
+        canonical_loss(loss_fn, form),
+        form,
+        inner_opt=inner_opt,
+        num_steps=num_steps,
+        first_order=True,
     )
     score = canonical_loss(loss_fn if query_loss_fn is None else query_loss_fn, form)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -66,6 +65,14 @@ def read_run(run_dir: Path, *, size: int = 28) -> tuple[np.ndarray, np.ndarray, 
     return _read_images(train_paths, size), _read_images(test_paths, size), np.asarray(truth)
 
 
+def run_folders(runs_dir: str | Path) -> list[Path]:
+    """The ``run*`` folders of ``runs_dir``, sorted; raises FileNotFoundError if none."""
+    run_dirs = sorted(p for p in Path(runs_dir).glob("run*") if p.is_dir())
+    if not run_dirs:
+        raise FileNotFoundError(f"no run01..run20 folders in {runs_dir}")
+    return run_dirs
+
+
 def read_runs(runs_dir: str | Path, *, size: int = 28) -> dict[str, Task]:
     """Every ``run*`` folder of ``runs_dir`` as one episode, by run name.
 
@@ -77,12 +84,8 @@ def read_runs(runs_dir: str | Path, *, size: int = 28) -> dict[str, Task]:
       FileNotFoundError: no ``run*`` folders, or a missing file (named).
       ValueError: a malformed ``class_labels.txt`` line (named with its number).
     """
-    runs_dir = Path(runs_dir)
-    run_dirs = sorted(p for p in runs_dir.glob("run*") if p.is_dir())
-    if not run_dirs:
-        raise FileNotFoundError(f"no run01..run20 folders in {runs_dir}")
     episodes = {}
-    for run_dir in run_dirs:
+    for run_dir in run_folders(runs_dir):
         train_x, test_x, truth = read_run(run_dir, size=size)
         episodes[run_dir.name] = Task(
             support={"x": model_input(train_x), "y": np.arange(len(train_x), dtype=np.int32)},

@@ -9,7 +9,6 @@ import numpy as np
 
 from metax.data.omniglot import Omniglot
 
-
 SPLITS = ("maml", "alphabet")
 
 

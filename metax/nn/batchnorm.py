@@ -100,7 +100,9 @@ def batch_norm_mask(model: nn.Module, *example_args: Any, **example_kwargs: Any)
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(record):
-        shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *example_args, **example_kwargs))
+        shapes = jax.eval_shape(
+            lambda: model.init(jax.random.key(0), *example_args, **example_kwargs)
+        )
 
     def in_batch_norm(path, _):
         names = tuple(getattr(k, "key", None) for k in path)

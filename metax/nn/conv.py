@@ -55,8 +55,7 @@ def conv3x3_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
     and the kernel gradient (:func:`conv3x3_kernel_grad`) has rules of its own that
     are convolutions too. So derivatives of every order in reverse mode (MAML's
     meta-gradient is reverse over reverse) stay exact and use only the fast matmul
-    shape; on CPU, Omniglot meta-steps ran 1.02-1.6x faster than with
-    :func:`conv3x3_patches_autodiff` in paired runs (benchmarks/RESULTS.md). Forward mode
+    shape (measured against :func:`conv3x3_patches_autodiff` in benchmarks/RESULTS.md). Forward mode
     (``jax.jvp``, ``jax.jacfwd``) is not defined for a ``custom_vjp``; use
     ``conv3x3_patches_autodiff`` (``Conv3x3(strategy="patches_autodiff")``) there.
 

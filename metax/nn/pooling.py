@@ -18,10 +18,9 @@ def max_pool_2x2(x: jax.Array, *, method: str = "select") -> jax.Array:
     ``select`` (the default) splits ``x`` into the four strided views of the window
     corners, decides the winner from ``stop_gradient`` copies, and selects it with
     ``jnp.where``. Its derivatives of every order are then selects with fixed
-    masks: elementwise work that XLA fuses. On CPU a second-order Omniglot
-    meta-step ran 1.02-1.24x faster with 40% less peak memory than with
-    ``reduce_window`` (Flax's ``nn.max_pool``, whose gradient is a
-    select-and-scatter); see benchmarks/RESULTS.md.
+    masks: elementwise work that XLA fuses, where ``reduce_window`` (Flax's
+    ``nn.max_pool``) differentiates to a select-and-scatter; the measured
+    difference is in benchmarks/RESULTS.md.
 
     Why not ``x.reshape(...).max(axes)``: JAX differentiates a reduce-max through
     ``x == max(x)`` masks. Under ``jit``, XLA may recompute ``x`` (e.g. a batch-norm

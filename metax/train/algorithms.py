@@ -61,7 +61,10 @@ def _maml_pp(config, spec, first_order):
 def _reptile(config, spec, first_order):
     del first_order
     return metax.reptile(
-        spec.loss_fn, inner_opt=_inner_sgd(config, spec), num_steps=config.inner_steps, **spec.options
+        spec.loss_fn,
+        inner_opt=_inner_sgd(config, spec),
+        num_steps=config.inner_steps,
+        **spec.options,
     )
 
 
@@ -76,7 +79,9 @@ def _pretrain(config, spec, first_order):
 ALGORITHMS: dict[str, Algorithm] = {
     "maml": Algorithm(_maml, False, "MAML, exact second-order meta-gradient (Finn et al., 2017)"),
     "fomaml": Algorithm(lambda c, s, _: _maml(c, s, True), False, "first-order MAML"),
-    "maml++": Algorithm(_maml_pp, True, "MAML++: learned per-layer per-step rates, multi-step loss"),
+    "maml++": Algorithm(
+        _maml_pp, True, "MAML++: learned per-layer per-step rates, multi-step loss"
+    ),
     "reptile": Algorithm(_reptile, False, "Reptile (Nichol et al., 2018)"),
     "pretrain": Algorithm(_pretrain, False, "non-meta baseline: pre-train on pooled task data"),
 }

@@ -125,12 +125,20 @@ def check_value(cls: type[RunConfig], name: str, value: Any) -> str | None:
         return None if value in options else f"must be one of {', '.join(options)}; got {value!r}."
     if kind == "rate":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok and 0 < value < math.inf else f"must be a positive finite number, got {value!r}."
+        return (
+            None
+            if ok and 0 < value < math.inf
+            else f"must be a positive finite number, got {value!r}."
+        )
     if kind == "widths":
         ok = bool(value) and all(isinstance(w, int) and w >= 1 for w in value)
         return None if ok else f"must be a non-empty list of positive widths, got {value!r}."
     if kind == "path":
-        return None if isinstance(value, str) and value else f"must be a non-empty string, got {value!r}."
+        return (
+            None
+            if isinstance(value, str) and value
+            else f"must be a non-empty string, got {value!r}."
+        )
     if kind == "optional count" and value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):

@@ -69,7 +69,5 @@ class TaskFamily(Protocol):
     def train_metrics(self, info: metax.StepInfo) -> dict[str, float]:
         """Numbers to log beside the loss, from a meta-step's info."""
 
-    def plot(
-        self, out: Path, records: list[dict], learner: metax.MetaLearner, meta_params
-    ) -> None:
+    def plot(self, out: Path, records: list[dict], learner: metax.MetaLearner, meta_params) -> None:
         """Writes the run's figures into ``out``."""

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from metax.data.lake import read_runs
+from metax.data.lake import read_runs, run_folders
 from metax.train.config import load_config
 from metax.train.run import CONFIGS, load
 
@@ -21,9 +21,12 @@ def evaluate_lake(runs_dir: str | Path, checkpoint: str | Path) -> dict[str, Any
     meta-trained as ``len(training images)``-way 1-shot. Restoring it needs no
     training data.
     """
+    run_folders(runs_dir)  # the runs first: they are the argument most often wrong
     config = load_config(CONFIGS, Path(checkpoint) / "config.json")
     if config.family != "omniglot":
-        raise ValueError(f"{checkpoint} is a {config.family} run; Lake's runs need an Omniglot model.")
+        raise ValueError(
+            f"{checkpoint} is a {config.family} run; Lake's runs need an Omniglot model."
+        )
     episodes = read_runs(runs_dir, size=config.image_size)
     ways = len(next(iter(episodes.values())).support["y"])
     if config.ways != ways or config.shots != 1:
@@ -32,9 +35,11 @@ def evaluate_lake(runs_dir: str | Path, checkpoint: str | Path) -> dict[str, Any
             f"{config.shots}-shot; train with --ways {ways} --shots 1."
         )
     run, state = load(checkpoint)
-    logits = jax.jit(lambda task: run.family.episode_logits(
-        run.learner, state.meta_params, state.model_state, task
-    ))
+    logits = jax.jit(
+        lambda task: run.family.episode_logits(
+            run.learner, state.meta_params, state.model_state, task
+        )
+    )
     per_run = {}
     for name, task in episodes.items():
         predicted = np.argmax(logits(task), -1)

@@ -131,7 +131,9 @@ class Omniglot:
             if config.backbone == "conv4"
             else ResNet12(widths=(f, int(2.5 * f), 5 * f, 10 * f), **common)
         )
-        self.form = LossForm(has_aux=True, stateful=policy == "per_step", takes_step=policy != "batch")
+        self.form = LossForm(
+            has_aux=True, stateful=policy == "per_step", takes_step=policy != "batch"
+        )
         self.train_spec = EpisodeSpec(config.ways, config.shots, config.queries, rotate=True)
         self.eval_spec = EpisodeSpec(config.ways, config.shots, config.eval_queries)
 
@@ -169,7 +171,9 @@ class Omniglot:
     def init(self, key: jax.Array) -> tuple[Any, Any]:
         """Fresh parameters and, for the per-step policy, its statistics."""
         variables = self.model.init(key, self.example_input())
-        return variables["params"], (variables.get("batch_stats", {}) if self.form.stateful else None)
+        return variables["params"], (
+            variables.get("batch_stats", {}) if self.form.stateful else None
+        )
 
     def sample(self, key: jax.Array) -> metax.Task:
         """``meta_batch`` training episodes with rotation augmentation, drawn on the device."""
@@ -188,7 +192,9 @@ class Omniglot:
         variables = {"params": adapted}
         if self.form.stateful:
             variables["batch_stats"] = info.state
-        return self.model.apply(variables, task.query["x"], step=steps - 1, train=not self.form.stateful)
+        return self.model.apply(
+            variables, task.query["x"], step=steps - 1, train=not self.form.stateful
+        )
 
     def accuracies(self, learner, meta_params, model_state, *, pool: str, num_tasks: int):
         """Query accuracy of ``num_tasks`` episodes of ``pool``, the same for every run."""

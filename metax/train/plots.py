@@ -85,7 +85,9 @@ def regression_fits(
             ys = np.asarray(ys)
             ax.plot(xs, ys if ys.ndim == 1 else ys[t], style, label=label)
         shots = np.asarray(support["x"]).shape[1]
-        ax.plot(support["x"][t], support["y"][t], "^", color="purple", label=f"{shots} support points")
+        ax.plot(
+            support["x"][t], support["y"][t], "^", color="purple", label=f"{shots} support points"
+        )
         ax.set_xlabel("x")
     np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower left")
     fig.suptitle(title, fontsize=9)

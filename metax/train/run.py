@@ -16,8 +16,8 @@ import metax
 from metax.train import algorithms
 from metax.train.checkpoint import Checkpointer
 from metax.train.config import RunConfig, load_config
-from metax.train.family import TaskFamily
 from metax.train.families import FAMILIES
+from metax.train.family import TaskFamily
 from metax.train.loop import TrainState, abstract_like, fit, prepare_run_dir
 from metax.train.metrics import MetricsLog
 
@@ -173,9 +173,7 @@ def evaluate(run: Run, state: TrainState, out: Path | None = None) -> dict[str, 
     return results
 
 
-def load(
-    out: str | Path, *, step: int | None = None, **overrides: Any
-) -> tuple[Run, TrainState]:
+def load(out: str | Path, *, step: int | None = None, **overrides: Any) -> tuple[Run, TrainState]:
     """A run directory's run and its checkpoint at ``step`` (default: the latest).
 
     ``overrides`` change config fields for evaluation (e.g. ``test_tasks=6000``,
