@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metax.train.extras import missing_modules
+from metax.extras import missing_modules
 
 
 def _parser_for(cls, name: str, kind: str):

@@ -11,7 +11,7 @@ import optax
 
 from metax._src import validation
 from metax._src.base import AdaptInfo, Batch, LossFn, ModelState, Params, PyTree
-from metax._src.loss_forms import CanonicalLoss, LossForm, canonical_loss, check_scalar_loss
+from metax._src.loss_forms import LossForm, canonical_loss, check_scalar_loss
 
 EvalFn = Callable[..., Any]
 
@@ -86,51 +86,6 @@ def adapt(
         raise ValueError(
             "stateful=True needs the initial model state: pass state=... (use {} for none)."
         )
-    return adapt_canonical(
-        canonical_loss(loss_fn, form),
-        params,
-        batch,
-        inner_opt,
-        num_steps,
-        hparams=hparams,
-        first_order=first_order,
-        eval_fn=None if eval_fn is None else canonical_eval(eval_fn, form),
-        remat=remat,
-        state=state,
-    )
-
-
-def canonical_eval(eval_fn: EvalFn, form: LossForm) -> Callable:
-    """``eval_fn`` of the user's form as ``(params, state, step) -> (value, aux)``."""
-
-    def evaluate(p, s, step):
-        args = (p, s) if form.stateful else (p,)
-        out = eval_fn(*args, step) if form.takes_step else eval_fn(*args)
-        value, aux = out if isinstance(out, tuple) else (out, None)
-        check_scalar_loss(value, what="eval_fn")
-        return value, aux
-
-    return evaluate
-
-
-def adapt_canonical(
-    f: CanonicalLoss,
-    params: Params,
-    batch: Batch,
-    inner_opt: optax.GradientTransformation,
-    num_steps: int,
-    *,
-    hparams: PyTree = None,
-    first_order: bool = False,
-    eval_fn: Callable | None = None,
-    remat: bool = False,
-    state: ModelState = None,
-) -> tuple[Params, AdaptInfo]:
-    """:func:`adapt` for a loss and evaluation already in canonical form.
-
-    ``f(params, state, batch, step) -> (loss, (new_state, aux))`` and
-    ``eval_fn(params, state, step) -> (value, aux)``; the learners call this.
-    """
     validation.check_num_steps(num_steps)
     if hparams is not None:
         validation.check_leading_axis(hparams, num_steps, what="hparams")
@@ -140,7 +95,8 @@ def adapt_canonical(
                 "would ignore them; use a transform that reads them, e.g. "
                 "metax.scale_by_learned_lr() (alone or inside optax.chain)."
             )
-    grad_fn = jax.value_and_grad(f, has_aux=True)
+    grad_fn = jax.value_and_grad(canonical_loss(loss_fn, form), has_aux=True)
+    evaluate = None if eval_fn is None else canonical_eval(eval_fn, form)
 
     def inner_step(carry, xs):
         p, opt_state, s = carry
@@ -152,7 +108,7 @@ def adapt_canonical(
         extra = {} if step_hparams is None else {"hparams": step_hparams}
         updates, opt_state = inner_opt.update(grads, opt_state, p, **extra)
         p = optax.apply_updates(p, updates)
-        query = eval_fn(p, new_s, step) if eval_fn is not None else (None, None)
+        query = evaluate(p, new_s, step) if evaluate is not None else (None, None)
         return (p, opt_state, new_s), (loss, query, aux)
 
     if remat:
@@ -166,3 +122,16 @@ def adapt_canonical(
         support_loss=losses, query_loss=query, aux=aux, query_aux=query_aux, state=state
     )
     return params, info
+
+
+def canonical_eval(eval_fn: EvalFn, form: LossForm) -> Callable:
+    """``eval_fn`` of the user's form as ``(params, state, step) -> (value, aux)``."""
+
+    def evaluate(p, s, step):
+        args = (p, s) if form.stateful else (p,)
+        out = eval_fn(*args, step) if form.takes_step else eval_fn(*args)
+        value, aux = out if isinstance(out, tuple) else (out, None)
+        check_scalar_loss(value, what="eval_fn")
+        return value, aux
+
+    return evaluate

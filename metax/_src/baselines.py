@@ -12,11 +12,10 @@ from metax._src.base import (
     MetaLearner,
     MetaParams,
     ModelState,
-    Params,
     Task,
     TaskAux,
 )
-from metax._src.learner import check_meta_params, fine_tuning, query_score
+from metax._src.learner import fine_tuning, make_learner, query_score
 from metax._src.loss_forms import LossForm, canonical_loss
 
 
@@ -53,24 +52,14 @@ def pretrain(
     """
     form = LossForm(has_aux, stateful, takes_step)
     f = canonical_loss(loss_fn, form)
-    inner = fine_tuning(f, form, inner_opt=inner_opt, num_steps=num_steps)
+    inner = fine_tuning(loss_fn, form, inner_opt=inner_opt, num_steps=num_steps)
 
-    def init(params: Params) -> MetaParams:
-        return MetaParams(params=params, hparams=None)
-
-    def loss(
-        meta_params: MetaParams,
-        task: Task,
-        *,
-        state: ModelState = None,
-        step_weights: jax.Array | None = None,
-    ) -> tuple[jax.Array, TaskAux]:
-        del step_weights
-        check_meta_params(meta_params)
+    def task_loss(meta_params: MetaParams, task: Task, state: ModelState, step_weights):
+        del step_weights  # no inner loop
         pooled = jax.tree.map(lambda s, q: jnp.concatenate([s, q]), task.support, task.query)
         value, (new_state, _) = f(meta_params.params, state, pooled, jnp.int32(0))
         query_loss, query_aux = query_score(f, meta_params.params, state, task.query, 0)
         no_inner_loop = AdaptInfo(support_loss=jnp.zeros((0,), value.dtype), state=new_state)
         return value, TaskAux(adapt=no_inner_loop, query_loss=query_loss, query_aux=query_aux)
 
-    return MetaLearner(init=init, loss=loss, adapt=inner.adapt)
+    return make_learner(task_loss, inner)

@@ -10,12 +10,24 @@ import jax.numpy as jnp
 import optax
 
 from metax._src import validation
-from metax._src.adapt import adapt_canonical, canonical_eval
-from metax._src.base import AdaptInfo, Batch, MetaParams, ModelState, Params
-from metax._src.loss_forms import CanonicalLoss, LossForm
+from metax._src.adapt import adapt, canonical_eval
+from metax._src.base import (
+    AdaptInfo,
+    Batch,
+    MetaLearner,
+    MetaParams,
+    ModelState,
+    Params,
+    Task,
+    TaskAux,
+)
+from metax._src.loss_forms import CanonicalLoss, LossForm, canonical_loss
 from metax._src.transforms import per_step_slice
 
 AdaptFn = Callable[..., tuple[Params, AdaptInfo]]
+
+
+TaskLoss = Callable[[MetaParams, Task, ModelState, "jax.Array | None"], tuple[jax.Array, TaskAux]]
 
 
 class FineTuning(NamedTuple):
@@ -41,8 +53,36 @@ def check_meta_params(meta_params: Any) -> None:
         )
 
 
+def make_learner(
+    task_loss: TaskLoss,
+    inner: FineTuning,
+    *,
+    init: Callable[[Params], MetaParams] = lambda params: MetaParams(params=params),
+) -> MetaLearner:
+    """A :class:`metax.MetaLearner` with the one contract every algorithm shares.
+
+    Args:
+      task_loss: ``task_loss(meta_params, task, state, step_weights) -> (loss, TaskAux)``,
+        the algorithm's outer loss of one task.
+      inner: its inner loop (:func:`fine_tuning`), which is also its ``adapt``.
+      init: ``init(params) -> MetaParams`` (default: no learned hyperparameters).
+    """
+
+    def loss(
+        meta_params: MetaParams,
+        task: Task,
+        *,
+        state: ModelState = None,
+        step_weights: jax.Array | None = None,
+    ) -> tuple[jax.Array, TaskAux]:
+        check_meta_params(meta_params)
+        return task_loss(meta_params, task, state, step_weights)
+
+    return MetaLearner(init=init, loss=loss, adapt=inner.adapt)
+
+
 def fine_tuning(
-    f: CanonicalLoss,
+    loss_fn: Callable,
     form: LossForm,
     *,
     inner_opt: optax.GradientTransformation,
@@ -60,9 +100,10 @@ def fine_tuning(
     every learner takes the same keywords; ``eval_fn`` has the user's loss form.
     """
     validation.check_num_steps(num_steps)
+    f = canonical_loss(loss_fn, form)
     trained_steps = num_steps
 
-    def adapt(
+    def learner_adapt(
         meta_params: MetaParams,
         support: Batch,
         *,
@@ -86,7 +127,8 @@ def fine_tuning(
             raise ValueError(
                 "this learner's loss is stateful: pass the initial model state, state=..."
             )
-        return adapt_canonical(
+        # f and eval_fn are in canonical form: stateful, with aux, told the step.
+        params, info = adapt(
             f,
             meta_params.params,
             support,
@@ -96,10 +138,14 @@ def fine_tuning(
             first_order=first_order,
             eval_fn=eval_fn,
             remat=remat,
-            state=state,
+            has_aux=True,
+            stateful=True,
+            takes_step=True,
+            state={} if state is None else state,
         )
+        return params, info if form.stateful else info._replace(state=None)
 
-    return FineTuning(adapt=adapt, run=run)
+    return FineTuning(adapt=learner_adapt, run=run)
 
 
 def query_score(f: CanonicalLoss, params: Params, state: ModelState, query: Batch, step: int):

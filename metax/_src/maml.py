@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from metax._src.base import LossFn, MetaLearner, MetaParams, ModelState, Params, Task, TaskAux
-from metax._src.learner import check_meta_params, fine_tuning, query_score
+from metax._src.learner import fine_tuning, make_learner, query_score
 from metax._src.loss_forms import LossForm, canonical_loss
 from metax._src.transforms import per_step_rates, scale_by_learned_lr
 
@@ -65,27 +67,11 @@ def maml(
       -1.28
     """
     form = LossForm(has_aux, stateful, takes_step)
-    inner = fine_tuning(
-        canonical_loss(loss_fn, form),
-        form,
-        inner_opt=inner_opt,
-        num_steps=num_steps,
-        first_order=first_order,
-        remat=remat,
-    )
+    options = {"first_order": first_order, "remat": remat}
+    inner = fine_tuning(loss_fn, form, inner_opt=inner_opt, num_steps=num_steps, **options)
     score = canonical_loss(loss_fn if query_loss_fn is None else query_loss_fn, form)
 
-    def init(params: Params) -> MetaParams:
-        return MetaParams(params=params, hparams=None)
-
-    def loss(
-        meta_params: MetaParams,
-        task: Task,
-        *,
-        state: ModelState = None,
-        step_weights: jax.Array | None = None,
-    ) -> tuple[jax.Array, TaskAux]:
-        check_meta_params(meta_params)
+    def task_loss(meta_params: MetaParams, task: Task, state: ModelState, step_weights):
         if not multi_step_loss:
             adapted, info = inner.run(meta_params, task.support, num_steps=num_steps, state=state)
             query_loss, query_aux = query_score(
@@ -113,7 +99,7 @@ def maml(
         total = jnp.dot(weights, info.query_loss)
         return total, TaskAux(adapt=info, query_loss=info.query_loss[-1], query_aux=query_aux)
 
-    return MetaLearner(init=init, loss=loss, adapt=inner.adapt)
+    return make_learner(task_loss, inner)
 
 
 def maml_pp(
@@ -122,13 +108,8 @@ def maml_pp(
     num_steps: int,
     init_lr: float,
     inner_opt: optax.GradientTransformationExtraArgs | None = None,
-    first_order: bool = False,
-    remat: bool = False,
     multi_step_loss: bool = True,
-    has_aux: bool = False,
-    stateful: bool = False,
-    takes_step: bool = False,
-    query_loss_fn: LossFn | None = None,
+    **maml_options: Any,
 ) -> MetaLearner:
     """MAML++ (Antoniou et al., 2019): learned per-layer per-step rates and multi-step loss.
 
@@ -152,13 +133,10 @@ def maml_pp(
         argument; default :func:`metax.scale_by_learned_lr` (SGD with learned rates).
         ``optax.chain(optax.scale_by_adam(eps_root=1e-8), metax.scale_by_learned_lr())``
         gives Adam with learned per-step rates.
-      first_order: stop the gradient at each inner gradient (the rates still learn).
-      remat: checkpoint each inner step.
       multi_step_loss: score the query set after every step (MSL).
-      has_aux: ``loss_fn`` returns ``(loss, aux)``.
-      stateful: ``loss_fn(params, state, batch)`` threads model state.
-      takes_step: ``loss_fn`` takes the inner step index as its last argument.
-      query_loss_fn: scores the query set instead of ``loss_fn`` (same form).
+      **maml_options: :func:`maml`'s other options (``first_order``, ``remat``,
+        ``has_aux``, ``stateful``, ``takes_step``, ``query_loss_fn``); with
+        ``first_order`` the rates still learn.
 
     Returns:
       A :class:`metax.MetaLearner`.
@@ -167,13 +145,8 @@ def maml_pp(
         loss_fn,
         inner_opt=scale_by_learned_lr() if inner_opt is None else inner_opt,
         num_steps=num_steps,
-        first_order=first_order,
-        remat=remat,
         multi_step_loss=multi_step_loss,
-        has_aux=has_aux,
-        stateful=stateful,
-        takes_step=takes_step,
-        query_loss_fn=query_loss_fn,
+        **maml_options,
     )
 
     def init(params: Params) -> MetaParams:

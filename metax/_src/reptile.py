@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metax._src.base import LossFn, MetaLearner, MetaParams, ModelState, Params, Task, TaskAux
-from metax._src.learner import check_meta_params, fine_tuning, query_score
+from metax._src.base import LossFn, MetaLearner, MetaParams, ModelState, Task, TaskAux
+from metax._src.learner import fine_tuning, make_learner, query_score
 from metax._src.loss_forms import LossForm, canonical_loss
 
 
@@ -53,27 +53,11 @@ def reptile(
       -2.0
     """
     form = LossForm(has_aux, stateful, takes_step)
-    inner = fine_tuning(
-        canonical_loss(loss_fn, form),
-        form,
-        inner_opt=inner_opt,
-        num_steps=num_steps,
-        first_order=True,
-    )
+    inner = fine_tuning(loss_fn, form, inner_opt=inner_opt, num_steps=num_steps, first_order=True)
     score = canonical_loss(loss_fn if query_loss_fn is None else query_loss_fn, form)
 
-    def init(params: Params) -> MetaParams:
-        return MetaParams(params=params, hparams=None)
-
-    def loss(
-        meta_params: MetaParams,
-        task: Task,
-        *,
-        state: ModelState = None,
-        step_weights: jax.Array | None = None,
-    ) -> tuple[jax.Array, TaskAux]:
-        del step_weights
-        check_meta_params(meta_params)
+    def task_loss(meta_params: MetaParams, task: Task, state: ModelState, step_weights):
+        del step_weights  # one surrogate per task, no multi-step loss
         theta = meta_params.params
         phi, info = inner.run(meta_params, task.support, num_steps=num_steps, state=state)
         phi = jax.lax.stop_gradient(phi)
@@ -82,4 +66,4 @@ def reptile(
         query_loss, query_aux = query_score(score, phi, info.state, task.query, num_steps - 1)
         return surrogate, TaskAux(adapt=info, query_loss=query_loss, query_aux=query_aux)
 
-    return MetaLearner(init=init, loss=loss, adapt=inner.adapt)
+    return make_learner(task_loss, inner)

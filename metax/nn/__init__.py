@@ -1,5 +1,6 @@
 """Flax backbones for meta-learning."""
 
+from metax.nn.backbone import Backbone as Backbone
 from metax.nn.batchnorm import BN_POLICIES as BN_POLICIES
 from metax.nn.batchnorm import StepBatchNorm as StepBatchNorm
 from metax.nn.batchnorm import batch_norm_mask as batch_norm_mask
@@ -19,6 +20,7 @@ __all__ = [
     "CONV_STRATEGIES",
     "MLP",
     "POOLINGS",
+    "Backbone",
     "Conv3x3",
     "Conv4",
     "ResNet12",

@@ -7,42 +7,34 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from metax.nn.batchnorm import StepBatchNorm
-from metax.nn.conv import Conv3x3
-from metax.nn.pooling import max_pool_2x2
+from metax.nn.backbone import Backbone
 
 
-class ResidualBlock(nn.Module):
+class ResidualBlock(Backbone):
     """3 x [conv 3x3, batch norm, leaky ReLU] with a 1x1-conv shortcut, then 2x2 max-pool."""
 
     features: int
-    num_steps: int = 1
-    bn_policy: str = "batch"
-    conv_strategy: str = "auto"
-    pooling: str = "select"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, step: jax.Array | int = 0, train: bool = True) -> jax.Array:  # noqa: D102
-        def norm(h):
-            return StepBatchNorm(self.num_steps, self.bn_policy)(h, step=step, train=train)
-
-        shortcut = norm(nn.Dense(self.features, use_bias=False)(x))  # 1x1 convolution
+        shortcut = nn.Dense(self.features, use_bias=False)(x)  # 1x1 convolution
+        shortcut = self.norm(shortcut, step=step, train=train)
         h = x
         for i in range(3):
-            h = norm(Conv3x3(self.features, self.conv_strategy)(h))
+            h = self.norm(self.conv(h, self.features), step=step, train=train)
             if i < 2:
                 h = nn.leaky_relu(h, 0.1)
-        h = nn.leaky_relu(h + shortcut, 0.1)
-        return max_pool_2x2(h, method=self.pooling)
+        return self.pool(nn.leaky_relu(h + shortcut, 0.1))
 
 
-class ResNet12(nn.Module):
+class ResNet12(Backbone):
     """Four residual blocks (``widths``), global average pooling, linear classifier.
 
     Attributes:
       num_classes: outputs (the N of N-way).
       widths: channels of the four blocks (64, 160, 320, 640 in the literature).
-      num_steps, bn_policy, conv_strategy, pooling: as for :class:`metax.nn.Conv4`.
+      num_steps, bn_policy, conv_strategy, pooling: keyword-only, see
+        :class:`metax.nn.Backbone`.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -54,15 +46,9 @@ class ResNet12(nn.Module):
 
     num_classes: int
     widths: Sequence[int] = (64, 160, 320, 640)
-    num_steps: int = 1
-    bn_policy: str = "batch"
-    conv_strategy: str = "auto"
-    pooling: str = "select"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, step: jax.Array | int = 0, train: bool = True) -> jax.Array:  # noqa: D102
         for width in self.widths:
-            x = ResidualBlock(
-                width, self.num_steps, self.bn_policy, self.conv_strategy, self.pooling
-            )(x, step=step, train=train)
+            x = ResidualBlock(width, **self.settings())(x, step=step, train=train)
         return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))

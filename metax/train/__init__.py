@@ -3,7 +3,7 @@
 Needs the ``train`` extra: ``pip install 'metax-learn[train]'``.
 """
 
-from metax.train.extras import require_extra
+from metax.extras import require_extra
 
 require_extra("train")
 
