@@ -26,12 +26,10 @@ def _parser_for(cls, name: str, kind: str):
         try:
             if kind == "widths":
                 value = tuple(int(w) for w in text.split(","))
-            elif kind == "rate":
-                value = float(text)
-            elif kind in ("count", "optional count", "int"):
-                value = int(text)
+            elif kind in ("rate", "path"):
+                value = float(text) if kind == "rate" else text
             else:
-                value = text
+                value = int(text)
         except ValueError:
             expected = {"widths": "comma-separated widths like 40,40", "rate": "a number"}
             raise argparse.ArgumentTypeError(
@@ -67,7 +65,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``metax`` command."""
-    from metax.train.families import FAMILIES
+    from metax.train.run import FAMILIES
 
     parser = argparse.ArgumentParser(prog="metax", description="Functional meta-learning in JAX.")
     parser.add_argument(

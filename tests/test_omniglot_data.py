@@ -10,6 +10,7 @@ from PIL import Image
 
 from metax.data import omniglot as om
 from metax.data.episodes import EpisodeSpec, check_episode_spec, sample_episode, sample_episodes
+from metax.data.png import load_png_folders
 from metax.data.splits import alphabet_split, maml_split
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data" / "omniglot"
@@ -54,7 +55,7 @@ def test_npz_loads_resized_with_ink_high_and_is_cached(real, tmp_path, monkeypat
 @needs_data
 def test_png_zip_equals_npz_pixel_for_pixel(real):
     zip1 = SHARED / "images_background_small1.zip"
-    data = om.load_png_folders(zip1)
+    data = load_png_folders(zip1)
     assert data.images.shape == (136, 20, 28, 28)
     names = [data.alphabet_names[a] for a in data.alphabet]
     assert set(names) == {"Balinese", "Early_Aramaic", "Greek", "Korean", "Latin"}
@@ -80,37 +81,37 @@ def _fake_tree(root, chars=3, drawers=4, size=(20, 20)):
 def test_png_folder_layout_and_its_errors(tmp_path):
     root = tmp_path / "tree"
     _fake_tree(root)
-    data = om.load_png_folders(root, size=10)
+    data = load_png_folders(root, size=10)
     assert data.images.shape == (3, 4, 10, 10)
 
     with pytest.raises(FileNotFoundError, match="no Omniglot folder or zip"):
-        om.load_png_folders(tmp_path / "missing")
+        load_png_folders(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(
         FileNotFoundError,
         match=r"holds no Omniglot images; expected <Alphabet>/characterNN/\*\.png",
     ):
-        om.load_png_folders(tmp_path / "empty")
+        load_png_folders(tmp_path / "empty")
 
     corrupt = tmp_path / "corrupt"
     _fake_tree(corrupt)
     bad = corrupt / "Alpha" / "character02" / "0002_03.png"
     bad.write_bytes(b"not a png")
     with pytest.raises(ValueError, match=f"corrupt or unreadable PNG: {bad}"):
-        om.load_png_folders(corrupt)
+        load_png_folders(corrupt)
 
     mixed = tmp_path / "mixed"
     _fake_tree(mixed)
     odd = mixed / "Alpha" / "character03" / "0003_02.png"
     _write_png(odd, np.zeros((30, 20), np.uint8))
     with pytest.raises(ValueError, match=f"mixed image sizes: {odd} is \\(20, 30\\)"):
-        om.load_png_folders(mixed)
+        load_png_folders(mixed)
 
     ragged = tmp_path / "ragged"
     _fake_tree(ragged)
     (ragged / "Alpha" / "character01" / "0001_04.png").unlink()
     with pytest.raises(ValueError, match="same number of drawings"):
-        om.load_png_folders(ragged)
+        load_png_folders(ragged)
 
 
 def test_npz_with_wrong_keys(tmp_path):

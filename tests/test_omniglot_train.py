@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from metax.data.omniglot import load as load_omniglot
+from metax.data import load_omniglot
 from metax.train import OmniglotConfig, train
 from metax.train.run import build, initial_state, step_selector
 

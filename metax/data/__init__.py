@@ -6,10 +6,11 @@ from metax.data.episodes import sample_episode as sample_episode
 from metax.data.episodes import sample_episodes as sample_episodes
 from metax.data.omniglot import Omniglot as Omniglot
 from metax.data.omniglot import load_npz as load_npz
-from metax.data.omniglot import load_png_folders as load_png_folders
 from metax.data.omniglot import load_tfds as load_tfds
+from metax.data.png import load_png_folders as load_png_folders
 from metax.data.sinusoid import SinusoidTasks as SinusoidTasks
 from metax.data.sinusoid import sample_sinusoid_tasks as sample_sinusoid_tasks
+from metax.data.sources import load_omniglot as load_omniglot
 from metax.data.splits import Split as Split
 from metax.data.splits import alphabet_split as alphabet_split
 from metax.data.splits import maml_split as maml_split
@@ -22,6 +23,7 @@ __all__ = [
     "alphabet_split",
     "check_episode_spec",
     "load_npz",
+    "load_omniglot",
     "load_png_folders",
     "load_tfds",
     "maml_split",

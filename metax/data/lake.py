@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from metax._src.base import Task
-from metax.data.omniglot import _decode_png, ink_from_white_background, model_input, resize_ink
+from metax.data.omniglot import ink_from_white_background, model_input, resize_ink
+from metax.data.png import decode_png
 
 _CLASS = re.compile(r"class(\d+)\.png$")
 
@@ -22,7 +23,7 @@ def _read_images(paths: list[Path], size: int) -> np.ndarray:
     white = []
     shape = None
     for path in paths:
-        img = _decode_png(str(path), path.read_bytes())
+        img = decode_png(str(path), path.read_bytes())
         if shape is not None and img.shape != shape:
             raise ValueError(
                 f"mixed image sizes: {path} is {img.shape[::-1]}, expected {shape[::-1]}."

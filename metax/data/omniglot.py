@@ -11,20 +11,15 @@ is cached as an npz.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import re
 import socket
 import zipfile
-from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 NPZ_KEYS = ("images", "char_id", "alphabet", "alphabet_names", "is_background")
-_CHAR_DIR = re.compile(r"^character(\d+)$")
 
 
 class Omniglot(NamedTuple):
@@ -172,125 +167,6 @@ def load_npz(path: str | Path, *, size: int = 28, cache_dir: str | Path | None =
     return data
 
 
-def _png_entries(root: Path) -> dict[tuple[str, int], list[tuple[str, bytes]]]:
-    """Collects ``{(alphabet, character): [(name, png bytes), ...]}`` from a folder or zip."""
-    entries: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
-
-    def add(parts: list[str], name: str, read) -> None:
-        if len(parts) < 3 or not parts[-1].lower().endswith(".png"):
-            return
-        match = _CHAR_DIR.match(parts[-2])
-        if match is None:
-            return
-        entries.setdefault((parts[-3], int(match.group(1))), []).append((name, read()))
-
-    if root.is_file() and zipfile.is_zipfile(root):
-        with zipfile.ZipFile(root) as z:
-            for info in z.infolist():
-                if not info.is_dir():
-                    add(
-                        info.filename.split("/"),
-                        f"{root}:{info.filename}",
-                        lambda i=info: z.read(i),
-                    )
-        return entries
-    if not root.is_dir():
-        raise FileNotFoundError(f"no Omniglot folder or zip at {root}")
-    for png in sorted(root.rglob("*.png")):
-        add(list(png.relative_to(root).parts), str(png), png.read_bytes)
-    return entries
-
-
-def _decode_png(name: str, raw: bytes) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(raw)) as im:
-            im.load()
-            return np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"corrupt or unreadable PNG: {name} ({e})") from e
-
-
-def load_png_folders(
-    roots: str | Path | Iterable[str | Path], *, size: int = 28, cache_dir: str | Path | None = None
-) -> Omniglot:
-    """Loads ``<Alphabet>/characterNN/*.png`` trees (the original archives' layout).
-
-    Each root may be a folder or one of the original zips (e.g.
-    ``images_background_small1.zip``). Characters appearing in several roots (Greek
-    and Latin are in both small archives) are kept once.
-
-    Args:
-      roots: one or more folders or zips.
-      size: output side length.
-      cache_dir: where the resized copy is cached.
-
-    Raises:
-      FileNotFoundError: a root is missing, or holds no ``<Alphabet>/characterNN/*.png``.
-      ValueError: a corrupt PNG, images of different sizes, or characters with
-        different numbers of drawers, naming the file.
-    """
-    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
-    if not roots:
-        raise ValueError("no Omniglot folders given.")
-    cacheable = all(r.is_file() for r in roots)  # zips do not change under us; folders may
-    cache = None
-    if cacheable:
-        tag = hashlib.sha256("|".join(_source_tag(r) for r in roots).encode()).hexdigest()[:16]
-        cache = _cache_path(f"png-{tag}", size, cache_dir)
-        cached = _load_cache(cache)
-        if cached is not None:
-            return cached
-    merged: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
-    for root in roots:
-        entries = _png_entries(root)
-        if not entries:
-            raise FileNotFoundError(
-                f"{root} holds no Omniglot images; expected <Alphabet>/characterNN/*.png "
-                "(e.g. Greek/character01/0394_01.png)."
-            )
-        for key, files in entries.items():
-            merged.setdefault(key, files)
-    keys = sorted(merged)
-    counts = Counter(len(merged[k]) for k in keys)
-    if len(counts) != 1:
-        usual = counts.most_common(1)[0][0]
-        odd = {
-            f"{a}/character{c:02d}": len(merged[(a, c)])
-            for a, c in keys
-            if len(merged[(a, c)]) != usual
-        }
-        raise ValueError(
-            f"every character needs the same number of drawings ({usual} for most); these differ: {odd}"
-        )
-    shape = None
-    white = []
-    for key in keys:
-        imgs = []
-        for name, raw in sorted(merged[key]):
-            img = _decode_png(name, raw)
-            if shape is None:
-                shape = img.shape
-            elif img.shape != shape:
-                raise ValueError(
-                    f"mixed image sizes: {name} is {img.shape[::-1]}, expected {shape[::-1]}."
-                )
-            imgs.append(img)
-        white.append(np.stack(imgs))
-    alphabet_names = tuple(sorted({a for a, _ in keys}))
-    data = Omniglot(
-        images=resize_ink(ink_from_white_background(np.stack(white)), size),
-        alphabet=np.asarray([alphabet_names.index(a) for a, _ in keys], np.int32),
-        alphabet_names=alphabet_names,
-        char_id=np.arange(1, len(keys) + 1, dtype=np.int32),
-        is_background=np.ones(len(keys), bool),
-    )
-    if cache is not None:
-        _save_cache(cache, data)
-    return data
-
-
 TFDS_SPLITS = ("train", "test", "small1", "small2")
 
 
@@ -382,29 +258,3 @@ def _group_examples(
         char_id=np.asarray(labels, np.int32) + 1,
         is_background=np.full(len(labels), is_background),
     )
-
-
-def load(source: str | Path, *, size: int = 28) -> Omniglot:
-    """Loads Omniglot from an npz, a PNG folder or zip, or ``"tfds"`` (train and test pooled).
-
-    Raises:
-      FileNotFoundError: nothing at ``source``, naming it and the accepted forms.
-    """
-    if source == "tfds":
-        train, test = load_tfds("train", size=size), load_tfds("test", size=size)
-        return Omniglot(
-            images=np.concatenate([train.images, test.images]),
-            alphabet=np.concatenate([train.alphabet, test.alphabet]),
-            alphabet_names=train.alphabet_names,
-            char_id=np.concatenate([train.char_id, test.char_id]),
-            is_background=np.concatenate(
-                [np.ones(train.num_classes, bool), np.zeros(test.num_classes, bool)]
-            ),
-        )
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no Omniglot data at {path}; pass an npz (the omniglot_105.npz layout), "
-            "a folder or zip of <Alphabet>/characterNN/*.png, or 'tfds'."
-        )
-    return load_npz(path, size=size) if path.suffix == ".npz" else load_png_folders(path, size=size)

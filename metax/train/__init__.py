@@ -10,7 +10,6 @@ require_extra("train")
 from metax.train.checkpoint import Checkpointer as Checkpointer
 from metax.train.checkpoint import CheckpointError as CheckpointError
 from metax.train.config import RunConfig as RunConfig
-from metax.train.families import FAMILIES as FAMILIES
 from metax.train.family import ModelSpec as ModelSpec
 from metax.train.family import TaskFamily as TaskFamily
 from metax.train.loop import NonFiniteLossError as NonFiniteLossError
@@ -18,6 +17,7 @@ from metax.train.loop import TrainState as TrainState
 from metax.train.metrics import MetricsLog as MetricsLog
 from metax.train.metrics import mean_and_ci95 as mean_and_ci95
 from metax.train.omniglot import OmniglotConfig as OmniglotConfig
+from metax.train.run import FAMILIES as FAMILIES
 from metax.train.run import evaluate as evaluate
 from metax.train.run import load as load
 from metax.train.run import train as train

@@ -101,52 +101,48 @@ class RunConfig:
         return json.dumps({"family": self.family, **dataclasses.asdict(self)}, indent=2)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# kind -> (test, what a bad value is told); a field's kind follows from its type and name
+RULES = {
+    "rate": (
+        lambda v: (_is_int(v) or isinstance(v, float)) and 0 < v < math.inf,
+        "must be a positive finite number",
+    ),
+    "widths": (
+        lambda v: bool(v) and all(_is_int(w) and w >= 1 for w in v),
+        "must be a non-empty list of positive widths",
+    ),
+    "path": (lambda v: isinstance(v, str) and v != "", "must be a non-empty string"),
+    "int": (_is_int, "must be an integer"),
+    "count": (lambda v: _is_int(v) and v >= 1, "must be >= 1"),
+    "non-negative": (lambda v: _is_int(v) and v >= 0, "must be >= 0"),
+}
+
+
 def field_kind(cls: type[RunConfig], name: str) -> str:
-    """``choice``, ``count``, ``int``, ``rate``, ``widths``, ``path`` or ``optional count``."""
+    """``choice``, or one of :data:`RULES`' kinds, from the field's type and name."""
     annotation = str({f.name: f.type for f in dataclasses.fields(cls)}[name])
     if name in cls.choices:
         return "choice"
-    if annotation == "float":
-        return "rate"
-    if annotation.startswith("tuple"):
-        return "widths"
-    if annotation == "str":
-        return "path"
-    if name in ANY_INT:
-        return "int"
-    return "optional count" if "None" in annotation else "count"
+    kinds = {"float": "rate", "str": "path"}
+    if annotation in kinds or annotation.startswith("tuple"):
+        return kinds.get(annotation, "widths")
+    return "int" if name in ANY_INT else "non-negative" if name in NON_NEGATIVE else "count"
 
 
 def check_value(cls: type[RunConfig], name: str, value: Any) -> str | None:
     """What is wrong with ``value`` for field ``name`` (``"must be ..., got ..."``), or None."""
     kind = field_kind(cls, name)
+    if value is None and {f.name: f.default for f in dataclasses.fields(cls)}[name] is None:
+        return None  # an optional field left to its rule (e.g. queries: as shots)
     if kind == "choice":
         options = cls.choices[name]
         return None if value in options else f"must be one of {', '.join(options)}; got {value!r}."
-    if kind == "rate":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return (
-            None
-            if ok and 0 < value < math.inf
-            else f"must be a positive finite number, got {value!r}."
-        )
-    if kind == "widths":
-        ok = bool(value) and all(isinstance(w, int) and w >= 1 for w in value)
-        return None if ok else f"must be a non-empty list of positive widths, got {value!r}."
-    if kind == "path":
-        return (
-            None
-            if isinstance(value, str) and value
-            else f"must be a non-empty string, got {value!r}."
-        )
-    if kind == "optional count" and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"must be an integer, got {value!r}."
-    if kind == "int":
-        return None
-    least = 0 if name in NON_NEGATIVE else 1
-    return None if value >= least else f"must be >= {least}, got {value!r}."
+    ok, what = RULES[kind]
+    return None if ok(value) else f"{what}, got {value!r}."
 
 
 def field_help(cls: type) -> dict[str, str]:

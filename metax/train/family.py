@@ -41,7 +41,8 @@ class TaskFamily(Protocol):
     """A task family, built from its run config (``Family(config)``).
 
     Data are loaded when first needed, so a run can be restored (for evaluation on
-    other tasks, e.g. Lake's runs) without its training data.
+    other tasks, e.g. Lake's runs) without its training data. A family may subclass
+    this protocol to inherit the defaults of ``check`` and ``train_metrics``.
     """
 
     name: ClassVar[str]
@@ -50,6 +51,7 @@ class TaskFamily(Protocol):
 
     def check(self) -> None:
         """Loads the data and raises, naming the value, if the config cannot be served."""
+        return None
 
     def model_spec(self) -> ModelSpec:
         """The loss and its form, for the learners."""
@@ -68,6 +70,8 @@ class TaskFamily(Protocol):
 
     def train_metrics(self, info: metax.StepInfo) -> dict[str, float]:
         """Numbers to log beside the loss, from a meta-step's info."""
+        del info
+        return {}
 
     def plot(self, out: Path, records: list[dict], learner: metax.MetaLearner, meta_params) -> None:
         """Writes the run's figures into ``out``."""

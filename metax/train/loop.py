@@ -36,15 +36,9 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
-    """Creates or checks the run directory; an existing run is never silently overwritten.
+    """Creates or checks the run directory ``out``; an existing run is never silently overwritten.
 
-    Args:
-      out: the run directory.
-      resume: continue the run already in ``out``.
-      overwrite: delete an existing run in ``out`` first.
-
-    Returns:
-      The directory as a ``Path``.
+    ``resume`` continues the run in ``out``; ``overwrite`` deletes it first.
 
     Raises:
       FileExistsError: ``out`` holds files and neither ``resume`` nor ``overwrite``.

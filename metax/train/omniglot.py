@@ -14,14 +14,15 @@ import optax
 
 import metax
 from metax._src.loss_forms import LossForm
-from metax.data import omniglot as omniglot_data
 from metax.data.episodes import EpisodeSpec, check_episode_spec, sample_episode, sample_episodes
+from metax.data.omniglot import Omniglot as OmniglotData
+from metax.data.sources import load_omniglot
 from metax.data.splits import SPLITS, make_split
 from metax.nn import BN_POLICIES, CONV_STRATEGIES, Conv4, ResNet12, batch_norm_mask
 from metax.train import plots
 from metax.train.algorithms import ALGORITHMS
 from metax.train.config import RunConfig
-from metax.train.family import ModelSpec
+from metax.train.family import ModelSpec, TaskFamily
 from metax.train.metrics import mean_and_ci95
 
 
@@ -107,7 +108,7 @@ def cross_entropy_loss(model, *, train: bool, form: LossForm):
     return loss
 
 
-class Omniglot:
+class Omniglot(TaskFamily):
     """N-way K-shot episodes of Omniglot characters, sampled on the device.
 
     Args:
@@ -119,7 +120,7 @@ class Omniglot:
     name: ClassVar[str] = "omniglot"
     config_class: ClassVar[type[RunConfig]] = OmniglotConfig
 
-    def __init__(self, config: OmniglotConfig, *, data: omniglot_data.Omniglot | None = None):
+    def __init__(self, config: OmniglotConfig, *, data: OmniglotData | None = None):
         self.config = config
         self._data = data
         policy = config.resolved_bn_policy
@@ -140,7 +141,7 @@ class Omniglot:
     @functools.cached_property
     def pools(self) -> dict[str, jax.Array]:
         """The train, val and test characters' images on the device, checked against the episodes."""
-        data = self._data or omniglot_data.load(self.config.data, size=self.config.image_size)
+        data = self._data or load_omniglot(self.config.data, size=self.config.image_size)
         split = make_split(self.config.split, data)
         drawers = data.images.shape[1]
         check_episode_spec(self.train_spec, len(split.train), drawers, name="meta-training split")

@@ -16,7 +16,7 @@ from metax.nn import MLP
 from metax.train import plots
 from metax.train.algorithms import ALGORITHMS
 from metax.train.config import RunConfig
-from metax.train.family import ModelSpec
+from metax.train.family import ModelSpec, TaskFamily
 from metax.train.metrics import mean_and_ci95
 
 
@@ -45,7 +45,7 @@ class SinusoidConfig(RunConfig):
         super().__post_init__()
 
 
-class Sinusoid:
+class Sinusoid(TaskFamily):
     """Regression of ``A sin(x - phase)`` from K points with an MLP; MSE loss."""
 
     name: ClassVar[str] = "sinusoid"
@@ -58,9 +58,6 @@ class Sinusoid:
     def loss_fn(self, params, batch) -> jax.Array:
         """Mean squared error of the MLP on ``batch["x"]``, ``batch["y"]``."""
         return jnp.mean((self.model.apply({"params": params}, batch["x"]) - batch["y"]) ** 2)
-
-    def check(self) -> None:
-        """Nothing to load: the config validated itself."""
 
     def model_spec(self) -> ModelSpec:
         """The MSE loss in its plain form."""
@@ -122,11 +119,6 @@ class Sinusoid:
             "ci95": [h for _, h in rows],
             "diverged_tasks": [int(n) for n in np.sum(~np.isfinite(mse), axis=0)],
         }
-
-    def train_metrics(self, info) -> dict[str, float]:
-        """Nothing beyond the loss."""
-        del info
-        return {}
 
     def plot(self, out: Path, records, learner, meta_params) -> None:
         """``loss_curve.png`` and ``fits.png`` (Finn et al.'s Figure 2)."""
