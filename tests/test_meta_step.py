@@ -37,6 +37,7 @@ def sample_tasks(key, num_tasks, shots=10):
     )
 
 
+HEAD = {"w1": False, "b1": False, "w2": True, "b2": True}
 LEARNERS = {
     "maml": functools.partial(metax.maml, mlp_loss, inner_opt=optax.sgd(0.05), num_steps=3),
     "fomaml": functools.partial(
@@ -44,6 +45,13 @@ LEARNERS = {
     ),
     "maml++": functools.partial(metax.maml_pp, mlp_loss, num_steps=3, init_lr=0.05),
     "reptile": functools.partial(metax.reptile, mlp_loss, inner_opt=optax.sgd(0.05), num_steps=3),
+    "meta-sgd": functools.partial(metax.meta_sgd, mlp_loss, num_steps=3, init_lr=0.05),
+    "anil": functools.partial(
+        metax.anil, mlp_loss, head_mask=HEAD, inner_opt=optax.sgd(0.05), num_steps=3
+    ),
+    "boil": functools.partial(
+        metax.boil, mlp_loss, head_mask=HEAD, inner_opt=optax.sgd(0.05), num_steps=3
+    ),
 }
 
 
@@ -106,6 +114,27 @@ def test_chunk_size_must_divide_meta_batch():
         metax.meta_step(learner, outer, chunk_size=4)(
             mp, outer.init(mp), sample_tasks(jax.random.key(0), 6)
         )
+
+
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_every_learner_jitted_meta_step_traces_once(name):
+    chex.clear_trace_counter()  # the counter is keyed by the code of train_step below
+    learner = LEARNERS[name]()
+    outer = optax.adam(1e-3)
+    step = metax.meta_step(learner, outer)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def train_step(mp, opt_state, key):
+        return step(mp, opt_state, sample_tasks(key, 4), step_weights=jnp.ones(3) / 3)
+
+    mp = learner.init(init_mlp(jax.random.key(0)))
+    opt_state, before = outer.init(mp), mp
+    for i in range(3):
+        mp, opt_state, info = train_step(mp, opt_state, jax.random.key(i))
+    assert np.isfinite(info.loss)
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), mp, before)
+    assert all(jax.tree.leaves(moved)), moved  # every meta-parameter learns
 
 
 def test_jitted_meta_step_traces_once_across_steps_and_weight_changes():

@@ -31,6 +31,7 @@ def adapt(
     stateful: bool = False,
     takes_step: bool = False,
     state: ModelState = None,
+    adapt_mask: PyTree | Callable[[Params], PyTree] | None = None,
 ) -> tuple[Params, AdaptInfo]:
     """Runs ``num_steps`` steps of ``inner_opt`` on ``loss_fn(params, batch)``.
 
@@ -69,6 +70,12 @@ def adapt(
       takes_step: ``loss_fn`` takes the inner step index (int32 scalar) as its last
         argument, e.g. to pick per-step batch-norm weights.
       state: the initial model state (required iff ``stateful``).
+      adapt_mask: which parameters the inner loop adapts (fast parameters): a pytree of
+        booleans with the structure of ``params`` (``True`` = adapted), or a function
+        of the parameters returning one; ``None``: all. The others (slow parameters)
+        stay as given, and only the fast ones are differentiated in each inner step,
+        so adapting a small part (ANIL's head, CAVIA's context) is cheap. ``hparams``
+        keep the structure of ``params``; those of slow leaves are unused.
 
     Returns:
       ``(adapted_params, info)``; ``info.state`` is the final model state.
@@ -95,8 +102,31 @@ def adapt(
                 "would ignore them; use a transform that reads them, e.g. "
                 "metax.scale_by_learned_lr() (alone or inside optax.chain)."
             )
-    grad_fn = jax.value_and_grad(canonical_loss(loss_fn, form), has_aux=True)
+    f = canonical_loss(loss_fn, form)
     evaluate = None if eval_fn is None else canonical_eval(eval_fn, form)
+    if adapt_mask is None:
+        return _scan(
+            f, evaluate, params, batch, state, inner_opt, num_steps, hparams, first_order, remat
+        )
+    fast, slow = partition(params, adapt_mask)
+    fast, info = _scan(
+        lambda p, s, b, i: f(merge(p, slow), s, b, i),
+        None if evaluate is None else lambda p, s, i: evaluate(merge(p, slow), s, i),
+        fast,
+        batch,
+        state,
+        inner_opt,
+        num_steps,
+        None if hparams is None else partition(hparams, adapt_mask)[0],
+        first_order,
+        remat,
+    )
+    return merge(fast, slow), info
+
+
+def _scan(f, evaluate, params, batch, state, inner_opt, num_steps, hparams, first_order, remat):
+    """The inner loop on canonical ``f`` and ``evaluate``, differentiating all of ``params``."""
+    grad_fn = jax.value_and_grad(f, has_aux=True)
 
     def inner_step(carry, xs):
         p, opt_state, s = carry
@@ -135,3 +165,24 @@ def canonical_eval(eval_fn: EvalFn, form: LossForm) -> Callable:
         return value, aux
 
     return evaluate
+
+
+def partition(params: Params, mask: PyTree | Callable[[Params], PyTree]) -> tuple[PyTree, PyTree]:
+    """``(fast, slow)``: ``params`` split by ``mask``, ``None`` where a part has no leaf.
+
+    Raises:
+      ValueError: the mask's structure differs from the parameters', or it adapts nothing.
+    """
+    mask = mask(params) if callable(mask) else mask
+    validation.check_same_structure(mask, params, what="the mask", reference_name="the parameters")
+    leaves = jax.tree.leaves(mask)
+    if not any(bool(m) for m in leaves):
+        raise ValueError(f"the mask adapts no parameter (all {len(leaves)} leaves are False).")
+    fast = jax.tree.map(lambda p, m: p if m else None, params, mask)
+    slow = jax.tree.map(lambda p, m: None if m else p, params, mask)
+    return fast, slow
+
+
+def merge(fast: PyTree, slow: PyTree) -> Params:
+    """The parameters :func:`partition` split, whole again."""
+    return jax.tree.map(lambda f, s: s if f is None else f, fast, slow, is_leaf=lambda x: x is None)

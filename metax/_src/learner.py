@@ -89,6 +89,7 @@ def fine_tuning(
     num_steps: int,
     first_order: bool = False,
     remat: bool = False,
+    adapt_mask: Any = None,
 ) -> FineTuning:
     """A learner's inner loop: the one path from meta-parameters to task parameters.
 
@@ -96,7 +97,8 @@ def fine_tuning(
     step_weights=None, eval_fn=None)`` runs ``num_steps`` (default: the trained
     number) steps of ``inner_opt`` from ``meta_params.params``. Learned per-step
     hyperparameters follow :func:`metax.per_step_slice`: past the trained steps the
-    last step's values are reused. ``step_weights`` is accepted and ignored, so
+    last step's values are reused. ``adapt_mask`` (see :func:`metax.adapt`) chooses
+    the parameters the inner loop adapts. ``step_weights`` is accepted and ignored, so
     every learner takes the same keywords; ``eval_fn`` has the user's loss form.
     """
     validation.check_num_steps(num_steps)
@@ -138,6 +140,7 @@ def fine_tuning(
             first_order=first_order,
             eval_fn=eval_fn,
             remat=remat,
+            adapt_mask=adapt_mask,
             has_aux=True,
             stateful=True,
             takes_step=True,

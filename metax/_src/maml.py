@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metax._src.adapt import partition
 from metax._src.base import LossFn, MetaLearner, MetaParams, ModelState, Params, Task, TaskAux
 from metax._src.learner import fine_tuning, make_learner, query_score
 from metax._src.loss_forms import LossForm, canonical_loss
@@ -26,6 +27,7 @@ def maml(
     stateful: bool = False,
     takes_step: bool = False,
     query_loss_fn: LossFn | None = None,
+    adapt_mask: Any = None,
 ) -> MetaLearner:
     """Model-Agnostic Meta-Learning (Finn et al., 2017), exact or first order.
 
@@ -51,6 +53,8 @@ def maml(
       query_loss_fn: scores the query set instead of ``loss_fn`` (same form), e.g. a
         model in evaluation mode that normalises the query with the support set's
         batch-norm statistics held in the state.
+      adapt_mask: which parameters the inner loop adapts (see :func:`metax.adapt`);
+        the rest are learned by the outer loop only. ``None``: all.
 
     Returns:
       A :class:`metax.MetaLearner`.
@@ -67,7 +71,7 @@ def maml(
       -1.28
     """
     form = LossForm(has_aux, stateful, takes_step)
-    options = {"first_order": first_order, "remat": remat}
+    options = {"first_order": first_order, "remat": remat, "adapt_mask": adapt_mask}
     inner = fine_tuning(loss_fn, form, inner_opt=inner_opt, num_steps=num_steps, **options)
     score = canonical_loss(loss_fn if query_loss_fn is None else query_loss_fn, form)
 
@@ -99,7 +103,12 @@ def maml(
         total = jnp.dot(weights, info.query_loss)
         return total, TaskAux(adapt=info, query_loss=info.query_loss[-1], query_aux=query_aux)
 
-    return make_learner(task_loss, inner)
+    def init(params: Params) -> MetaParams:
+        if adapt_mask is not None:
+            partition(params, adapt_mask)  # a bad mask is named now, before any compile
+        return MetaParams(params=params)
+
+    return make_learner(task_loss, inner, init=init)
 
 
 def maml_pp(
@@ -150,6 +159,6 @@ def maml_pp(
     )
 
     def init(params: Params) -> MetaParams:
-        return MetaParams(params=params, hparams=per_step_rates(params, num_steps, init_lr))
+        return learner.init(params)._replace(hparams=per_step_rates(params, num_steps, init_lr))
 
     return learner._replace(init=init)

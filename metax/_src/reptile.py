@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -20,6 +22,7 @@ def reptile(
     stateful: bool = False,
     takes_step: bool = False,
     query_loss_fn: LossFn | None = None,
+    adapt_mask: Any = None,
 ) -> MetaLearner:
     """Reptile: move the initialisation towards the task-adapted parameters.
 
@@ -39,6 +42,7 @@ def reptile(
       stateful: ``loss_fn(params, state, batch)`` threads model state.
       takes_step: ``loss_fn`` takes the inner step index as its last argument.
       query_loss_fn: scores the (monitoring) query set instead of ``loss_fn``.
+      adapt_mask: which parameters the inner loop adapts (see :func:`metax.adapt`).
 
     Returns:
       A :class:`metax.MetaLearner`.
@@ -53,7 +57,8 @@ def reptile(
       -2.0
     """
     form = LossForm(has_aux, stateful, takes_step)
-    inner = fine_tuning(loss_fn, form, inner_opt=inner_opt, num_steps=num_steps, first_order=True)
+    options = {"first_order": True, "adapt_mask": adapt_mask}
+    inner = fine_tuning(loss_fn, form, inner_opt=inner_opt, num_steps=num_steps, **options)
     score = canonical_loss(loss_fn if query_loss_fn is None else query_loss_fn, form)
 
     def task_loss(meta_params: MetaParams, task: Task, state: ModelState, step_weights):

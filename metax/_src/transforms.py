@@ -49,10 +49,24 @@ def scale_by_learned_lr() -> optax.GradientTransformationExtraArgs:
         validation.check_same_structure(
             hparams, updates, what="the learned rates (hparams)", reference_name="the parameters"
         )
+        rates = jax.tree_util.tree_leaves_with_path(hparams)
+        for (path, lr), g in zip(rates, jax.tree.leaves(updates), strict=True):
+            if not _broadcasts_to(jnp.shape(lr), g.shape):
+                raise ValueError(
+                    f"the learned rate at {jax.tree_util.keystr(path)} has shape {jnp.shape(lr)}, "
+                    f"which does not broadcast to its parameter's shape {g.shape}."
+                )
         updates = jax.tree.map(lambda g, lr: -jnp.asarray(lr, g.dtype) * g, updates, hparams)
         return updates, state
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    try:
+        return jnp.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
 
 
 def per_step_rates(params: Params, num_steps: int, init_lr: float) -> Params:
@@ -69,6 +83,23 @@ def per_step_rates(params: Params, num_steps: int, init_lr: float) -> Params:
     """
     validation.check_num_steps(num_steps)
     return jax.tree.map(lambda p: jnp.full((num_steps,), init_lr, jnp.result_type(p)), params)
+
+
+def per_parameter_rates(params: Params, init_lr: float, *, num_steps: int = 1) -> Params:
+    """Meta-SGD's rates: one per parameter entry, shaped ``(num_steps, *param.shape)``.
+
+    With ``num_steps=1`` every inner step uses the same rates (:func:`per_step_slice`
+    repeats the single step).
+
+    Example:
+      >>> import jax.numpy as jnp, metax
+      >>> metax.per_parameter_rates({"w": jnp.zeros((2, 3))}, 0.5)["w"].shape
+      (1, 2, 3)
+    """
+    validation.check_num_steps(num_steps)
+    return jax.tree.map(
+        lambda p: jnp.full((num_steps, *jnp.shape(p)), init_lr, jnp.result_type(p)), params
+    )
 
 
 def per_step_slice(hparams: Any, num_steps: int) -> Any:
