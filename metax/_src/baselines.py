@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -27,6 +29,7 @@ def pretrain(
     has_aux: bool = False,
     stateful: bool = False,
     takes_step: bool = False,
+    adapt_mask: Any = None,
 ) -> MetaLearner:
     """Plain multi-task pre-training as a :class:`metax.MetaLearner` (the usual baseline).
 
@@ -45,6 +48,7 @@ def pretrain(
         batch's new state is reported as ``TaskAux.adapt.state``).
       takes_step: ``loss_fn`` takes the inner step index as its last argument
         (step 0 while pre-training).
+      adapt_mask: which parameters fine-tuning adapts (see :func:`metax.adapt`).
 
     Returns:
       A :class:`metax.MetaLearner`; ``TaskAux.adapt`` is a dummy record of zero losses
@@ -52,7 +56,9 @@ def pretrain(
     """
     form = LossForm(has_aux, stateful, takes_step)
     f = canonical_loss(loss_fn, form)
-    inner = fine_tuning(loss_fn, form, inner_opt=inner_opt, num_steps=num_steps)
+    inner = fine_tuning(
+        loss_fn, form, inner_opt=inner_opt, num_steps=num_steps, adapt_mask=adapt_mask
+    )
 
     def task_loss(meta_params: MetaParams, task: Task, state: ModelState, step_weights):
         del step_weights  # no inner loop

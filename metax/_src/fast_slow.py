@@ -23,42 +23,60 @@ def _resolve(mask: Mask, params: Params) -> PyTree:
     return mask(params) if callable(mask) else mask
 
 
-def _negate(mask: Mask) -> Callable[[Params], PyTree]:
-    return lambda params: jax.tree.map(lambda m: not m, _resolve(mask, params))
+def _fast(mask: Mask, adapt_mask: Mask | None, *, negate: bool = False) -> Callable:
+    """``mask`` (or its negation) within ``adapt_mask``, as a function of the parameters."""
+
+    def resolve(params: Params) -> PyTree:
+        chosen = jax.tree.map(lambda m: bool(m) != negate, _resolve(mask, params))
+        if adapt_mask is None:
+            return chosen
+        return jax.tree.map(lambda a, b: a and bool(b), chosen, _resolve(adapt_mask, params))
+
+    return resolve
 
 
-def anil(loss_fn: LossFn, *, head_mask: Mask, **maml_options: Any) -> MetaLearner:
+def anil(
+    loss_fn: LossFn, *, head_mask: Mask, adapt_mask: Mask | None = None, **maml_options: Any
+) -> MetaLearner:
     """ANIL (Raghu et al., 2020): Almost No Inner Loop, only the head adapts.
 
     Args:
       loss_fn: the loss; see :data:`metax.LossFn` for its forms.
       head_mask: ``True`` for the head's parameters (a pytree of booleans shaped like
         the parameters, or a function of them), e.g. the last ``Dense`` layer.
+      adapt_mask: parameters the inner loop may adapt at all (e.g. all but batch
+        norm); the chosen part is taken within it. ``None``: all.
       **maml_options: :func:`metax.maml`'s options (``inner_opt`` and ``num_steps``
         required).
 
     Returns:
       A :class:`metax.MetaLearner`.
     """
-    return maml(loss_fn, adapt_mask=head_mask, **maml_options)
+    return maml(loss_fn, adapt_mask=_fast(head_mask, adapt_mask), **maml_options)
 
 
-def boil(loss_fn: LossFn, *, head_mask: Mask, **maml_options: Any) -> MetaLearner:
+def boil(
+    loss_fn: LossFn, *, head_mask: Mask, adapt_mask: Mask | None = None, **maml_options: Any
+) -> MetaLearner:
     """BOIL (Oh et al., 2021): Body Only update in Inner Loop, the head stays fixed.
 
     Args:
       loss_fn: the loss; see :data:`metax.LossFn` for its forms.
       head_mask: ``True`` for the head's parameters, which the inner loop leaves alone.
+      adapt_mask: parameters the inner loop may adapt at all (e.g. all but batch
+        norm); the chosen part is taken within it. ``None``: all.
       **maml_options: :func:`metax.maml`'s options (``inner_opt`` and ``num_steps``
         required).
 
     Returns:
       A :class:`metax.MetaLearner`.
     """
-    return maml(loss_fn, adapt_mask=_negate(head_mask), **maml_options)
+    return maml(loss_fn, adapt_mask=_fast(head_mask, adapt_mask, negate=True), **maml_options)
 
 
-def cavia(loss_fn: LossFn, *, context_mask: Mask, **maml_options: Any) -> MetaLearner:
+def cavia(
+    loss_fn: LossFn, *, context_mask: Mask, adapt_mask: Mask | None = None, **maml_options: Any
+) -> MetaLearner:
     """CAVIA (Zintgraf et al., 2019): only context parameters adapt, from zero for each task.
 
     The context (e.g. a vector concatenated to the network's input) is reset to zero
@@ -69,6 +87,8 @@ def cavia(loss_fn: LossFn, *, context_mask: Mask, **maml_options: Any) -> MetaLe
     Args:
       loss_fn: the loss; see :data:`metax.LossFn` for its forms.
       context_mask: ``True`` for the context parameters.
+      adapt_mask: parameters the inner loop may adapt at all (e.g. all but batch
+        norm); the chosen part is taken within it. ``None``: all.
       **maml_options: :func:`metax.maml`'s options (``inner_opt`` and ``num_steps``
         required).
 
@@ -78,7 +98,7 @@ def cavia(loss_fn: LossFn, *, context_mask: Mask, **maml_options: Any) -> MetaLe
     Raises:
       ValueError: the mask selects no parameter (CAVIA needs a context).
     """
-    learner = maml(loss_fn, adapt_mask=context_mask, **maml_options)
+    learner = maml(loss_fn, adapt_mask=_fast(context_mask, adapt_mask), **maml_options)
 
     def reset(meta_params: MetaParams) -> MetaParams:
         mask = _resolve(context_mask, meta_params.params)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 
 class MLP(nn.Module):
@@ -14,6 +15,8 @@ class MLP(nn.Module):
     Attributes:
       hidden: widths of the hidden layers (Finn et al.'s sinusoid net: ``(40, 40)``).
       out_features: output width.
+      context: size of a context vector (a parameter named ``context``) concatenated
+        to the input, for :func:`metax.cavia`; 0: none.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -25,9 +28,13 @@ class MLP(nn.Module):
 
     hidden: Sequence[int] = (40, 40)
     out_features: int = 1
+    context: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:  # noqa: D102
+        if self.context:  # CAVIA's context parameters, concatenated to every input
+            ctx = self.param("context", nn.initializers.zeros, (self.context,))
+            x = jnp.concatenate([x, jnp.broadcast_to(ctx, (*x.shape[:-1], self.context))], -1)
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
         return nn.Dense(self.out_features)(x)

@@ -1,12 +1,14 @@
 """The algorithms the command line trains: one registry entry each.
 
-An entry builds a :class:`metax.MetaLearner` from a run config and a family's
-:class:`~metax.train.family.ModelSpec`; every learner has the same contract, so the
-training step never asks which algorithm it runs. Adding an algorithm is one entry.
+An entry names a ``metax`` learner factory; :func:`make_learner` gives it the run
+config's and the family's :class:`~metax.train.family.ModelSpec`'s options. Every
+learner has the same contract, so the training step never asks which algorithm it
+runs. Adding an algorithm is one entry.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -18,80 +20,78 @@ from metax.train.family import ModelSpec
 
 
 class Algorithm(NamedTuple):
-    """How to build one algorithm's learner and outer optimizer.
+    """One algorithm of the command line.
 
     Attributes:
-      make: ``make(config, spec, first_order) -> MetaLearner``; ``first_order`` is
-        the derivative order of the current annealing phase (learners without
-        second-order terms ignore it).
-      cosine_outer: anneal the outer rate with a cosine schedule over the run.
+      factory: its ``metax`` learner factory; it is given the keywords below that it
+        takes (its own, and :func:`metax.maml`'s when it forwards them).
       help: one line for ``--help``.
+      learned_rates: the inner rates are meta-parameters (``init_lr``) rather than
+        plain SGD's (``inner_opt``).
+      cosine_outer: anneal the outer rate with a cosine schedule over the run.
+      first_order: a fixed derivative order (FOMAML); ``None`` follows the annealing.
     """
 
-    make: Callable[[RunConfig, ModelSpec, bool], metax.MetaLearner]
-    cosine_outer: bool
+    factory: Callable[..., metax.MetaLearner]
     help: str
-
-
-def _inner_sgd(config: RunConfig, spec: ModelSpec) -> optax.GradientTransformation:
-    return spec.restrict_inner(optax.sgd(config.inner_lr))
-
-
-def _maml(config, spec, first_order):
-    return metax.maml(
-        spec.loss_fn,
-        inner_opt=_inner_sgd(config, spec),
-        num_steps=config.inner_steps,
-        first_order=first_order,
-        **spec.options,
-    )
-
-
-def _maml_pp(config, spec, first_order):
-    return metax.maml_pp(
-        spec.loss_fn,
-        num_steps=config.inner_steps,
-        init_lr=config.inner_lr,
-        inner_opt=spec.restrict_inner(metax.scale_by_learned_lr()),
-        first_order=first_order,
-        **spec.options,
-    )
-
-
-def _reptile(config, spec, first_order):
-    del first_order
-    return metax.reptile(
-        spec.loss_fn,
-        inner_opt=_inner_sgd(config, spec),
-        num_steps=config.inner_steps,
-        **spec.options,
-    )
-
-
-def _pretrain(config, spec, first_order):
-    del first_order
-    options = {k: v for k, v in spec.options.items() if k != "query_loss_fn"}
-    return metax.pretrain(
-        spec.loss_fn, inner_opt=_inner_sgd(config, spec), num_steps=config.inner_steps, **options
-    )
+    learned_rates: bool = False
+    cosine_outer: bool = False
+    first_order: bool | None = None
 
 
 ALGORITHMS: dict[str, Algorithm] = {
-    "maml": Algorithm(_maml, False, "MAML, exact second-order meta-gradient (Finn et al., 2017)"),
-    "fomaml": Algorithm(lambda c, s, _: _maml(c, s, True), False, "first-order MAML"),
+    "maml": Algorithm(metax.maml, "MAML, exact second-order meta-gradient (Finn et al., 2017)"),
+    "fomaml": Algorithm(metax.maml, "first-order MAML", first_order=True),
     "maml++": Algorithm(
-        _maml_pp, True, "MAML++: learned per-layer per-step rates, multi-step loss"
+        metax.maml_pp, "MAML++ (Antoniou et al., 2019)", learned_rates=True, cosine_outer=True
     ),
-    "reptile": Algorithm(_reptile, False, "Reptile (Nichol et al., 2018)"),
-    "pretrain": Algorithm(_pretrain, False, "non-meta baseline: pre-train on pooled task data"),
+    "reptile": Algorithm(metax.reptile, "Reptile (Nichol et al., 2018)"),
+    "pretrain": Algorithm(metax.pretrain, "non-meta baseline: pre-train on pooled task data"),
+    "meta-sgd": Algorithm(metax.meta_sgd, "Meta-SGD (Li et al., 2017)", learned_rates=True),
+    "anil": Algorithm(metax.anil, "only the head adapts (Raghu et al., 2020)"),
+    "boil": Algorithm(metax.boil, "only the body adapts (Oh et al., 2021)"),
+    "cavia": Algorithm(metax.cavia, "only a context vector adapts (Zintgraf et al., 2019)"),
 }
+
+
+def _accepted(factory: Callable) -> set[str]:
+    parameters = inspect.signature(factory).parameters
+    names = set(parameters)
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        names |= set(inspect.signature(metax.maml).parameters)
+    return names
+
+
+def make_learner(config: RunConfig, spec: ModelSpec, first_order: bool) -> metax.MetaLearner:
+    """``config.algo``'s learner over the family's model, at the given derivative order."""
+    algo = ALGORITHMS[config.algo]
+    if algo.factory is metax.cavia and spec.context_mask is None:
+        raise ValueError(
+            f"--algo cavia needs a model with context parameters; the {config.family} family's "
+            "model has none."
+        )
+    rates = (
+        {"init_lr": config.inner_lr}
+        if algo.learned_rates
+        else {"inner_opt": optax.sgd(config.inner_lr)}
+    )
+    options = {
+        "num_steps": config.inner_steps,
+        "first_order": first_order if algo.first_order is None else algo.first_order,
+        "adapt_mask": spec.adapt_mask,
+        "head_mask": spec.head_mask,
+        "context_mask": spec.context_mask,
+        **rates,
+        **spec.options,
+    }
+    accepted = _accepted(algo.factory)
+    return algo.factory(spec.loss_fn, **{k: v for k, v in options.items() if k in accepted})
 
 
 def learners(config: RunConfig, spec: ModelSpec) -> metax.DerivativeOrderAnnealing:
     """The run's learners: first order for ``first_order_epochs`` epochs, then exact."""
-    make = ALGORITHMS[config.algo].make
     return metax.derivative_order_annealing(
-        lambda first_order: make(config, spec, first_order),
+        lambda first_order: make_learner(config, spec, first_order),
         first_order_epochs=config.first_order_epochs,
     )
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 import jax
-import optax
 
 import metax
 from metax.train.config import RunConfig
@@ -20,21 +19,19 @@ class ModelSpec(NamedTuple):
       loss_fn: the support loss, of the form ``options`` describe.
       options: keyword options of every learner factory: ``has_aux``, ``stateful``,
         ``takes_step`` and ``query_loss_fn``.
-      inner_mask: ``None`` (the inner loop adapts every parameter) or a pytree of
-        booleans over the parameters, ``True`` where the inner loop adapts (fast
-        parameters); the others are learned by the outer loop only.
+      adapt_mask: ``None`` (the inner loop may adapt every parameter) or a pytree of
+        booleans over the parameters, ``True`` where it may (e.g. all but batch norm);
+        ANIL's, BOIL's and CAVIA's choices are taken within it.
+      head_mask: ``True`` for the classifier or regression head (ANIL, BOIL).
+      context_mask: ``True`` for the context parameters (CAVIA), ``None`` if the
+        model has none.
     """
 
     loss_fn: Callable
     options: dict[str, Any]
-    inner_mask: Any = None
-
-    def restrict_inner(self, inner_opt: optax.GradientTransformation):
-        """``inner_opt`` with zero updates outside ``inner_mask``."""
-        if self.inner_mask is None:
-            return inner_opt
-        slow = jax.tree.map(lambda fast: not fast, self.inner_mask)
-        return optax.chain(optax.masked(optax.set_to_zero(), slow), inner_opt)
+    adapt_mask: Any = None
+    head_mask: Any = None
+    context_mask: Any = None
 
 
 class TaskFamily(Protocol):

@@ -119,27 +119,26 @@ def fit(
                 )
             extra = log_extra(info) if log_extra is not None else {}
             metrics.write({"step": done, "loss": loss, "steps_per_sec": round(rate, 2), **extra})
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.0f}")
         if validate is not None and validate_every and done % validate_every == 0:
             metrics.write({"step": done, **validate(state)})
         if done % checkpoint_every == 0 or done == num_steps:
             checkpointer.save(done, state)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     return state
 
 
 def _progress_bar(start: int, total: int, *, enabled: bool):
-    if not enabled:
-        return None
     from tqdm.auto import tqdm
 
-    # disable=None: no bar when stderr is not a terminal (logs, CI)
-    return tqdm(
-        total=total, initial=start, unit="step", dynamic_ncols=True, mininterval=0.5, disable=None
+    return tqdm(  # disable=None: no bar when stderr is not a terminal (logs, CI)
+        total=total,
+        initial=start,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=0.5,
+        disable=None if enabled else True,
     )
 
 

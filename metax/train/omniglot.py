@@ -18,7 +18,7 @@ from metax.data.episodes import EpisodeSpec, check_episode_spec, sample_episode,
 from metax.data.omniglot import Omniglot as OmniglotData
 from metax.data.sources import load_omniglot
 from metax.data.splits import SPLITS, make_split
-from metax.nn import BN_POLICIES, CONV_STRATEGIES, Conv4, ResNet12, batch_norm_mask
+from metax.nn import BN_POLICIES, CONV_STRATEGIES, Conv4, ResNet12, batch_norm_mask, layer_mask
 from metax.train import plots
 from metax.train.algorithms import ALGORITHMS
 from metax.train.config import RunConfig
@@ -78,13 +78,6 @@ class OmniglotConfig(RunConfig):
     inner_bn: str = "adapt"
     conv_strategy: str = "auto"
 
-    @property
-    def resolved_bn_policy(self) -> str:
-        """The batch-norm policy after ``auto`` is resolved."""
-        if self.bn_policy != "auto":
-            return self.bn_policy
-        return "per_step" if self.algo == "maml++" else "batch"
-
 
 def cross_entropy_loss(model, *, train: bool, form: LossForm):
     """Mean cross-entropy with accuracy as aux, in the loss form ``form`` describes."""
@@ -123,7 +116,9 @@ class Omniglot(TaskFamily):
     def __init__(self, config: OmniglotConfig, *, data: OmniglotData | None = None):
         self.config = config
         self._data = data
-        policy = config.resolved_bn_policy
+        policy = config.bn_policy
+        if policy == "auto":
+            policy = "per_step" if config.algo == "maml++" else "batch"
         common = dict(num_classes=config.ways, num_steps=config.inner_steps, bn_policy=policy)
         common["conv_strategy"] = config.conv_strategy
         f = config.features
@@ -135,6 +130,7 @@ class Omniglot(TaskFamily):
         self.form = LossForm(
             has_aux=True, stateful=policy == "per_step", takes_step=policy != "batch"
         )
+        self.example = jnp.zeros((2, config.image_size, config.image_size, 1))  # for init
         self.train_spec = EpisodeSpec(config.ways, config.shots, config.queries, rotate=True)
         self.eval_spec = EpisodeSpec(config.ways, config.shots, config.eval_queries)
 
@@ -154,24 +150,23 @@ class Omniglot(TaskFamily):
         """Loads the data and checks the episode shapes (before anything compiles)."""
         _ = self.pools  # loading validates, naming what is wrong
 
-    def example_input(self) -> jax.Array:
-        """A batch of two blank images."""
-        return jnp.zeros((2, self.config.image_size, self.config.image_size, 1))
-
     def model_spec(self) -> ModelSpec:
-        """Cross-entropy in the batch-norm policy's loss form; ``inner_bn`` as the inner mask."""
+        """Cross-entropy in the batch-norm policy's loss form; ``inner_bn`` as the adapt mask."""
         options = {**self.form._asdict()}
         if self.form.stateful:  # the query is normalised with the support statistics
             options["query_loss_fn"] = cross_entropy_loss(self.model, train=False, form=self.form)
-        mask = None
-        if self.config.inner_bn == "freeze":
-            bn = batch_norm_mask(self.model, self.example_input())
-            mask = jax.tree.map(lambda is_bn: not is_bn, bn)
-        return ModelSpec(cross_entropy_loss(self.model, train=True, form=self.form), options, mask)
+        bn = batch_norm_mask(self.model, self.example)
+        freeze = self.config.inner_bn == "freeze"
+        return ModelSpec(
+            cross_entropy_loss(self.model, train=True, form=self.form),
+            options,
+            adapt_mask=jax.tree.map(lambda is_bn: not is_bn, bn) if freeze else None,
+            head_mask=layer_mask(bn, {"Dense_0"}),
+        )
 
     def init(self, key: jax.Array) -> tuple[Any, Any]:
         """Fresh parameters and, for the per-step policy, its statistics."""
-        variables = self.model.init(key, self.example_input())
+        variables = self.model.init(key, self.example)
         return variables["params"], (
             variables.get("batch_stats", {}) if self.form.stateful else None
         )

@@ -21,15 +21,10 @@ def loss_curve(records: list[dict[str, Any]], path: str | Path, *, title: str = 
         ax.plot(*zip(*train, strict=True), lw=0.8, label="meta-training loss (query)")
     if val:
         ax.plot(*zip(*val, strict=True), "o-", label="validation MSE after 1 step (100 tasks)")
-    ax.set_yscale("log")
-    ax.set_xlabel("meta-step")
-    ax.set_ylabel("MSE")
-    ax.set_title(title, fontsize=9)
+    ax.set(yscale="log", xlabel="meta-step", ylabel="MSE")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def classification_curve(
@@ -51,10 +46,7 @@ def classification_curve(
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
     ax_acc.legend(loc="lower right")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, title)
 
 
 def regression_fits(
@@ -90,6 +82,10 @@ def regression_fits(
         )
         ax.set_xlabel("x")
     np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower left")
+    _save(fig, path, title)
+
+
+def _save(fig, path: str | Path, title: str) -> None:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -12,7 +12,7 @@ import numpy as np
 
 import metax
 from metax.data.sinusoid import sample_sinusoid_tasks
-from metax.nn import MLP
+from metax.nn import MLP, layer_mask
 from metax.train import plots
 from metax.train.algorithms import ALGORITHMS
 from metax.train.config import RunConfig
@@ -26,6 +26,7 @@ class SinusoidConfig(RunConfig):
 
     Attributes:
       hidden: hidden layer widths of the MLP, e.g. 40,40.
+      context_size: context parameters concatenated to the MLP's input (--algo cavia).
     """
 
     family: ClassVar[str] = "sinusoid"
@@ -39,6 +40,7 @@ class SinusoidConfig(RunConfig):
     checkpoint_every: int = 5_000
     eval_queries: int | None = 100
     hidden: tuple[int, ...] = (40, 40)
+    context_size: int = 5
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -53,15 +55,19 @@ class Sinusoid(TaskFamily):
 
     def __init__(self, config: SinusoidConfig):
         self.config = config
-        self.model = MLP(hidden=config.hidden)
+        context = config.context_size if config.algo == "cavia" else 0
+        self.model = MLP(hidden=config.hidden, context=context)
 
     def loss_fn(self, params, batch) -> jax.Array:
         """Mean squared error of the MLP on ``batch["x"]``, ``batch["y"]``."""
         return jnp.mean((self.model.apply({"params": params}, batch["x"]) - batch["y"]) ** 2)
 
     def model_spec(self) -> ModelSpec:
-        """The MSE loss in its plain form."""
-        return ModelSpec(self.loss_fn, {})
+        """The MSE loss in its plain form; the last layer is the head."""
+        shapes = jax.eval_shape(lambda: self.init(jax.random.key(0))[0])
+        head = layer_mask(shapes, {f"Dense_{len(self.config.hidden)}"})
+        context = layer_mask(shapes, {"context"}) if self.model.context else None
+        return ModelSpec(self.loss_fn, {}, head_mask=head, context_mask=context)
 
     def init(self, key: jax.Array) -> tuple[Any, None]:
         """Fresh MLP parameters; no model state."""
