@@ -1,6 +1,7 @@
 """The notebooks run end to end (with small settings)."""
 
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -47,3 +48,16 @@ def test_omniglot_notebook_executes(monkeypatch):
     assert "20 meta-steps in" in text and "MAML++: 10 meta-steps in" in text
     assert " 1 query per class: test accuracy" in text and "15 queries per class" in text
     assert "Conv3x3_3" in text  # the learned rates are printed per layer
+
+
+def test_algorithms_notebook_trains_every_algorithm(monkeypatch):
+    """Each of the seven algorithms, meta-trained 1,000 steps, beats its own untrained
+    start (same 600 tasks, same fine-tuning) by a wide margin (measured: by 1.9-13x)."""
+    monkeypatch.setenv("METAX_NB_STEPS", "1000")
+    text = execute("03_algorithms.ipynb")
+    rows = re.findall(r"^  (\S+)\s+untrained (\d+\.\d+) .* trained (\d+\.\d+) ", text, re.M)
+    assert [name for name, *_ in rows] == [
+        "MAML", "FOMAML", "MAML++", "Meta-SGD", "ANIL", "BOIL", "CAVIA"
+    ], text  # fmt: skip
+    for name, untrained, trained in rows:
+        assert float(trained) < 0.7 * float(untrained), (name, untrained, trained)
