@@ -43,6 +43,7 @@ def meta_step(
     outer_opt: optax.GradientTransformation,
     *,
     chunk_size: int | None = None,
+    axis_name: str | None = None,
 ) -> MetaStepFn:
     """Builds the pure meta-training step of ``learner`` with ``outer_opt``.
 
@@ -58,6 +59,11 @@ def meta_step(
         inside a chunk, ``lax.scan`` across chunks accumulating the meta-gradient.
         Peak memory is then that of one chunk; the result equals the unchunked step.
         It must divide the number of tasks. ``None``: all tasks at once.
+      axis_name: the mesh axis the tasks are split over when the step runs inside
+        ``jax.shard_map`` (see :func:`metax.parallel.data_parallel`): each device
+        holds an equal share, and the loss, meta-gradient and model state are
+        averaged over the axis (XLA's all-reduce) before the replicated update.
+        ``None``: the step sees the whole meta-batch.
 
     Returns:
       ``step(meta_params, opt_state, tasks, **extra) -> (meta_params, opt_state, info)``
@@ -100,9 +106,11 @@ def meta_step(
             (loss, aux), grads = _accumulate_over_chunks(
                 value_and_grad, tasks, num_tasks, chunk_size
             )
+        state = None if aux.adapt.state is None else _mean_over_tasks(aux.adapt.state)
+        if axis_name is not None:  # every device holds an equal share of the tasks
+            loss, grads, state = jax.lax.pmean((loss, grads, state), axis_name)
         updates, opt_state = outer_opt.update(grads, opt_state, meta_params)
         meta_params = optax.apply_updates(meta_params, updates)
-        state = None if aux.adapt.state is None else _mean_over_tasks(aux.adapt.state)
         return meta_params, opt_state, StepInfo(loss=loss, aux=aux, state=state)
 
     return step
