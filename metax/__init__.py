@@ -15,6 +15,8 @@ from metax._src.base import Params as Params
 from metax._src.base import Task as Task
 from metax._src.base import TaskAux as TaskAux
 from metax._src.baselines import pretrain as pretrain
+from metax._src.imaml import ImplicitInfo as ImplicitInfo
+from metax._src.imaml import imaml as imaml
 from metax._src.maml import maml as maml
 from metax._src.maml import maml_pp as maml_pp
 from metax._src.meta_step import StepInfo as StepInfo
@@ -33,6 +35,7 @@ __all__ = [
     "AdaptInfo",
     "Batch",
     "DerivativeOrderAnnealing",
+    "ImplicitInfo",
     "LossFn",
     "MetaLearner",
     "MetaParams",
@@ -42,6 +45,7 @@ __all__ = [
     "TaskAux",
     "adapt",
     "derivative_order_annealing",
+    "imaml",
     "keep_cpu_heap_resident",
     "maml",
     "maml_pp",
