@@ -15,6 +15,8 @@ from metax._src.base import Params as Params
 from metax._src.base import Task as Task
 from metax._src.base import TaskAux as TaskAux
 from metax._src.baselines import pretrain as pretrain
+from metax._src.hypergradient import HypergradientState as HypergradientState
+from metax._src.hypergradient import hypergradient_sgd as hypergradient_sgd
 from metax._src.imaml import ImplicitInfo as ImplicitInfo
 from metax._src.imaml import imaml as imaml
 from metax._src.maml import maml as maml
@@ -35,6 +37,7 @@ __all__ = [
     "AdaptInfo",
     "Batch",
     "DerivativeOrderAnnealing",
+    "HypergradientState",
     "ImplicitInfo",
     "LossFn",
     "MetaLearner",
@@ -45,6 +48,7 @@ __all__ = [
     "TaskAux",
     "adapt",
     "derivative_order_annealing",
+    "hypergradient_sgd",
     "imaml",
     "keep_cpu_heap_resident",
     "maml",
