@@ -123,7 +123,9 @@ def conjugate_gradient(
         x = _axpy(alpha, s.p, s.x)
         r = _axpy(-alpha, ap, s.r)
         rr = _vdot(r, r)
-        p = _axpy(rr / s.rr, s.p, r)  # s.rr > 0, or cond would have stopped
+        # s.rr > 0 here, except in lanes of a vmapped loop that already stopped (their
+        # results are discarded); the guard keeps NaNs out of those (jax_debug_nans).
+        p = _axpy(rr / jnp.where(s.rr > 0, s.rr, 1), s.p, r)
         residuals = s.residuals.at[s.iteration].set(jnp.sqrt(rr) / scale)
         return _CGState(s.iteration + 1, x, r, p, rr, residuals, positive)
 
