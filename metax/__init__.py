@@ -18,8 +18,13 @@ from metax._src.baselines import pretrain as pretrain
 from metax._src.fast_slow import anil as anil
 from metax._src.fast_slow import boil as boil
 from metax._src.fast_slow import cavia as cavia
+from metax._src.hypergradient import HypergradientState as HypergradientState
+from metax._src.hypergradient import hypergradient_sgd as hypergradient_sgd
+from metax._src.imaml import ImplicitInfo as ImplicitInfo
+from metax._src.imaml import imaml as imaml
 from metax._src.maml import maml as maml
 from metax._src.maml import maml_pp as maml_pp
+from metax._src.meta_sgd import alpha_maml as alpha_maml
 from metax._src.meta_sgd import meta_sgd as meta_sgd
 from metax._src.meta_step import StepInfo as StepInfo
 from metax._src.meta_step import meta_step as meta_step
@@ -38,6 +43,8 @@ __all__ = [
     "AdaptInfo",
     "Batch",
     "DerivativeOrderAnnealing",
+    "HypergradientState",
+    "ImplicitInfo",
     "LossFn",
     "MetaLearner",
     "MetaParams",
@@ -46,10 +53,13 @@ __all__ = [
     "Task",
     "TaskAux",
     "adapt",
+    "alpha_maml",
     "anil",
     "boil",
     "cavia",
     "derivative_order_annealing",
+    "hypergradient_sgd",
+    "imaml",
     "maml",
     "maml_pp",
     "meta_sgd",

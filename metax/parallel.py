@@ -93,7 +93,9 @@ def data_parallel(
         constrain = jax.reshard
         args = (meta_params, opt_state, extra)
         meta_params, opt_state, extra = jax.tree.map(lambda x: constrain(x, copy), args)
-        return body(meta_params, opt_state, jax.tree.map(lambda x: constrain(x, split), tasks), extra)
+        return body(
+            meta_params, opt_state, jax.tree.map(lambda x: constrain(x, split), tasks), extra
+        )
 
     return step
 

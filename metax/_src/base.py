@@ -88,11 +88,15 @@ class TaskAux(NamedTuple):
       adapt: the :class:`AdaptInfo` of the inner loop on the support set.
       query_loss: the unweighted query loss after the last inner step.
       query_aux: the loss function's auxiliary output on the query set, or ``None``.
+      solver: what an implicit-gradient learner reports about the linear solve behind
+        its meta-gradient (:class:`metax.ImplicitInfo` for :func:`metax.imaml`), or
+        ``None`` for learners that differentiate through the inner loop.
     """
 
     adapt: AdaptInfo
     query_loss: jax.Array
     query_aux: PyTree = None
+    solver: PyTree = None
 
 
 class MetaLearner(NamedTuple):

@@ -90,6 +90,7 @@ def fine_tuning(
     first_order: bool = False,
     remat: bool = False,
     adapt_mask: Any = None,
+    proximal: float | None = None,
 ) -> FineTuning:
     """A learner's inner loop: the one path from meta-parameters to task parameters.
 
@@ -98,7 +99,9 @@ def fine_tuning(
     number) steps of ``inner_opt`` from ``meta_params.params``. Learned per-step
     hyperparameters follow :func:`metax.per_step_slice`: past the trained steps the
     last step's values are reused. ``adapt_mask`` (see :func:`metax.adapt`) chooses
-    the parameters the inner loop adapts. ``step_weights`` is accepted and ignored, so
+    the parameters the inner loop adapts. ``proximal`` (``lam``) adds
+    ``lam / 2 ||params - meta_params.params||^2`` to the support loss (iMAML's
+    proximal inner problem). ``step_weights`` is accepted and ignored, so
     every learner takes the same keywords; ``eval_fn`` has the user's loss form.
     """
     validation.check_num_steps(num_steps)
@@ -127,11 +130,12 @@ def fine_tuning(
         check_meta_params(meta_params)
         if form.stateful and state is None:
             raise ValueError(
-                "this learner's loss is stateful: pass the initial model state, state=..."
+                "this learner's loss is stateful: it needs the initial model state, state=..."
             )
         # f and eval_fn are in canonical form: stateful, with aux, told the step.
+        objective = f if proximal is None else _proximal(f, meta_params.params, proximal)
         params, info = adapt(
-            f,
+            objective,
             meta_params.params,
             support,
             inner_opt,
@@ -155,3 +159,17 @@ def query_score(f: CanonicalLoss, params: Params, state: ModelState, query: Batc
     """``(loss, aux)`` of the query set, scored as after inner step ``step``."""
     loss, (_, aux) = f(params, state, query, jnp.asarray(step, jnp.int32))
     return loss, aux
+
+
+def _proximal(f: CanonicalLoss, anchor: Params, lam: float) -> CanonicalLoss:
+    """``f`` plus ``lam / 2 ||params - anchor||^2``, in canonical form."""
+
+    def proximal_loss(params, state, batch, step):
+        loss, out = f(params, state, batch, step)
+        sq = sum(
+            jnp.vdot(p - a, p - a)
+            for p, a in zip(jax.tree.leaves(params), jax.tree.leaves(anchor), strict=True)
+        )
+        return loss + (0.5 * lam * sq).astype(loss.dtype), out
+
+    return proximal_loss

@@ -1,8 +1,11 @@
-"""Meta-SGD (Li et al., 2017): a learned inner learning rate for every parameter entry."""
+"""Meta-SGD (Li et al., 2017) and Alpha-MAML (Behl et al., 2019): learned inner rates."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import jax
+import jax.numpy as jnp
 
 from metax._src.base import LossFn, MetaLearner, MetaParams, Params
 from metax._src.maml import maml
@@ -51,6 +54,37 @@ def meta_sgd(
 
     def init(params: Params) -> MetaParams:
         rates = per_parameter_rates(params, init_lr, num_steps=steps)
+        return learner.init(params)._replace(hparams=rates)
+
+    return learner._replace(init=init)
+
+
+def alpha_maml(
+    loss_fn: LossFn, *, num_steps: int, init_lr: float, **maml_options: Any
+) -> MetaLearner:
+    """Alpha-MAML's learner (Behl et al., 2019): MAML whose inner rate is learned online.
+
+    One inner rate per parameter leaf, shared by every inner step, held in
+    ``MetaParams.hparams``: its meta-gradient is the hypergradient of the query loss
+    w.r.t. the inner rate, so any outer optimizer that steps on it adapts the rate
+    online. Alpha-MAML also adapts the outer rate by hypergradient descent: pair it
+    with :func:`metax.hypergradient_sgd` for the parameters, e.g.
+    ``optax.partition({"params": metax.hypergradient_sgd(1e-3, 1e-5), "rates":
+    optax.sgd(1e-4)}, metax.MetaParams("params", "rates"))`` (labels by field).
+
+    Args:
+      loss_fn: the loss; see :data:`metax.LossFn` for its forms.
+      num_steps: inner steps.
+      init_lr: initial inner rate.
+      **maml_options: :func:`metax.maml`'s other options.
+
+    Returns:
+      A :class:`metax.MetaLearner`.
+    """
+    learner = maml(loss_fn, inner_opt=scale_by_learned_lr(), num_steps=num_steps, **maml_options)
+
+    def init(params: Params) -> MetaParams:
+        rates = jax.tree.map(lambda p: jnp.full((1,), init_lr, jnp.result_type(p)), params)
         return learner.init(params)._replace(hparams=rates)
 
     return learner._replace(init=init)

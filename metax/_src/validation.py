@@ -68,3 +68,16 @@ def task_axis_size(tasks: Any, *, what: str = "tasks") -> int:
             f"every leaf of {what} must have the same leading (task) axis length; got {listing}."
         )
     return next(iter(sizes.values()))
+
+
+def check_real(value: Any, *, what: str, positive: bool = False) -> None:
+    """Raises unless ``value`` is a finite real number, ``> 0`` if ``positive`` else ``>= 0``.
+
+    Python and NumPy scalars count; JAX arrays do not (a setting fixed when a learner
+    is built is not traced).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a real number, got {value!r} ({type(value).__name__}).")
+    if not np.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{what} must be finite and {bound}, got {value!r}.")

@@ -28,14 +28,16 @@ class Algorithm(NamedTuple):
       help: one line for ``--help``.
       learned_rates: the inner rates are meta-parameters (``init_lr``) rather than
         plain SGD's (``inner_opt``).
-      cosine_outer: anneal the outer rate with a cosine schedule over the run.
+      outer: the outer optimizer: ``adam``, ``adam-cosine`` (cosine-annealed to 1%
+        over the run) or ``hypergradient`` (SGD whose rate follows its hypergradient,
+        the learned inner rates plain SGD at ``hyper_lr``).
       first_order: a fixed derivative order (FOMAML); ``None`` follows the annealing.
     """
 
     factory: Callable[..., metax.MetaLearner]
     help: str
     learned_rates: bool = False
-    cosine_outer: bool = False
+    outer: str = "adam"
     first_order: bool | None = None
 
 
@@ -43,7 +45,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "maml": Algorithm(metax.maml, "MAML, exact second-order meta-gradient (Finn et al., 2017)"),
     "fomaml": Algorithm(metax.maml, "first-order MAML", first_order=True),
     "maml++": Algorithm(
-        metax.maml_pp, "MAML++ (Antoniou et al., 2019)", learned_rates=True, cosine_outer=True
+        metax.maml_pp, "MAML++ (Antoniou et al., 2019)", learned_rates=True, outer="adam-cosine"
     ),
     "reptile": Algorithm(metax.reptile, "Reptile (Nichol et al., 2018)"),
     "pretrain": Algorithm(metax.pretrain, "non-meta baseline: pre-train on pooled task data"),
@@ -51,6 +53,13 @@ ALGORITHMS: dict[str, Algorithm] = {
     "anil": Algorithm(metax.anil, "only the head adapts (Raghu et al., 2020)"),
     "boil": Algorithm(metax.boil, "only the body adapts (Oh et al., 2021)"),
     "cavia": Algorithm(metax.cavia, "only a context vector adapts (Zintgraf et al., 2019)"),
+    "imaml": Algorithm(metax.imaml, "implicit gradients (Rajeswaran et al., 2019)"),
+    "alpha-maml": Algorithm(
+        metax.alpha_maml,
+        "Alpha-MAML (Behl et al., 2019)",
+        learned_rates=True,
+        outer="hypergradient",
+    ),
 }
 
 
@@ -81,6 +90,8 @@ def make_learner(config: RunConfig, spec: ModelSpec, first_order: bool) -> metax
         "adapt_mask": spec.adapt_mask,
         "head_mask": spec.head_mask,
         "context_mask": spec.context_mask,
+        "lam": config.lam,
+        "cg_steps": config.cg_steps,
         **rates,
         **spec.options,
     }
@@ -97,7 +108,16 @@ def learners(config: RunConfig, spec: ModelSpec) -> metax.DerivativeOrderAnneali
 
 
 def outer_optimizer(config: RunConfig) -> optax.GradientTransformation:
-    """Adam at ``outer_lr``, cosine-annealed to 1% over the run where the algorithm says so."""
-    if ALGORITHMS[config.algo].cosine_outer:
+    """The algorithm's outer optimizer (see :attr:`Algorithm.outer`), starting at ``outer_lr``."""
+    outer = ALGORITHMS[config.algo].outer
+    if outer == "adam-cosine":
         return optax.adam(optax.cosine_decay_schedule(config.outer_lr, config.steps, alpha=0.01))
+    if outer == "hypergradient":
+        return optax.partition(
+            {
+                "params": metax.hypergradient_sgd(config.outer_lr, config.hyper_lr),
+                "rates": optax.sgd(config.hyper_lr),
+            },
+            metax.MetaParams(params="params", hparams="rates"),
+        )
     return optax.adam(config.outer_lr)

@@ -55,6 +55,9 @@ class RunConfig:
       steps_per_epoch: meta-steps per epoch of the annealing schedules.
       msl_anneal_epochs: epochs over which MAML++'s multi-step loss moves to the last step.
       first_order_epochs: derivative-order annealing: first-order epochs before exact ones.
+      lam: iMAML's proximal strength (lambda).
+      cg_steps: iMAML's conjugate-gradient iterations.
+      hyper_lr: Alpha-MAML's hypergradient rate (of the outer rate and the inner rates).
     """
 
     family: ClassVar[str] = ""
@@ -81,6 +84,9 @@ class RunConfig:
     steps_per_epoch: int = 1_000
     msl_anneal_epochs: int = 10
     first_order_epochs: int = 0
+    lam: float = 2.0
+    cg_steps: int = 5
+    hyper_lr: float = 1e-6
 
     def __post_init__(self):
         if self.queries is None:

@@ -1,0 +1,93 @@
+"""hypergradient_sgd: its hypergradient is the derivative of the loss w.r.t. the rate."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import metax
+from tests import quadratic as quad
+from tests.test_closed_form import mlp_loss
+from tests.test_meta_step import init_mlp, sample_tasks
+
+
+def test_hypergradient_is_the_derivative_of_the_loss_wrt_the_rate(x64):
+    """After each update, ``state.hypergradient`` is ``d f(params_t) / d lr`` for the
+    step that produced ``params_t``: a central finite difference in the rate agrees,
+    and the rate and parameters follow SGD-HD's recursion."""
+    rng = np.random.default_rng(0)
+    A, c = quad.random_spd(rng), rng.normal(size=quad.DIM)
+    f = lambda z: 0.5 * (z - c) @ A @ (z - c)  # noqa: E731
+    lr, beta = 0.05, 0.02
+    opt = metax.hypergradient_sgd(lr, hyper_lr=beta)
+    z = jnp.asarray(rng.normal(size=quad.DIM))
+    state = opt.init(z)
+    assert state.learning_rate.dtype == jnp.float64
+
+    def loss_after_step(start, direction, rate):
+        return f(start - rate * direction)
+
+    previous, previous_grad = None, None
+    for _ in range(4):
+        g = jax.grad(f)(z)
+        updates, state = opt.update(g, state)
+        if previous is None:
+            assert state.hypergradient == 0 and state.learning_rate == lr
+        else:
+            # z = previous - lr * previous_grad, with lr the rate of that step: vary it.
+            eps = 1e-6
+            finite_difference = (
+                loss_after_step(previous, previous_grad, lr + eps)
+                - loss_after_step(previous, previous_grad, lr - eps)
+            ) / (2 * eps)
+            np.testing.assert_allclose(state.hypergradient, finite_difference, rtol=1e-7)
+            np.testing.assert_allclose(
+                state.learning_rate, lr - beta * finite_difference, rtol=1e-7
+            )
+        lr = float(state.learning_rate)
+        np.testing.assert_allclose(updates, -lr * g, rtol=1e-15)
+        previous, previous_grad = z, g
+        z = optax.apply_updates(z, updates)
+    assert lr != 0.05
+
+
+@pytest.mark.parametrize("start, grows", [(1e-3, True), (0.9, False)])
+def test_rate_grows_when_too_small_and_shrinks_when_overshooting(x64, start, grows):
+    """On ``||z||^2`` (curvature 2) the best rate is 0.5: from 1e-3 successive gradients
+    agree and the rate grows; from 0.9 each step overshoots and it shrinks."""
+    opt = metax.hypergradient_sgd(start, hyper_lr=1e-3)
+    z = jnp.ones(4)
+    state = opt.init(z)
+    for _ in range(5):
+        updates, state = opt.update(2 * z, state)
+        z = optax.apply_updates(z, updates)
+    rate = float(state.learning_rate)
+    assert (rate > 1.5 * start) if grows else (rate < 0.99 * start), rate
+
+
+def test_as_the_outer_optimizer_of_a_jitted_meta_step():
+    learner = metax.maml(mlp_loss, inner_opt=optax.sgd(0.05), num_steps=2)
+    outer = metax.hypergradient_sgd(1e-3, hyper_lr=1e-4)
+    step = jax.jit(metax.meta_step(learner, outer))
+    mp = learner.init(init_mlp(jax.random.key(0)))
+    opt_state = outer.init(mp)
+    losses = []
+    for i in range(60):
+        mp, opt_state, info = step(mp, opt_state, sample_tasks(jax.random.key(i), 8))
+        losses.append(float(info.loss))
+    assert float(opt_state.learning_rate) > 1.3e-3  # measured 1.7e-3: the gradients agree
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"learning_rate": -0.1}, ValueError, r"learning_rate must be finite and >= 0, got -0\.1"),
+        ({"hyper_lr": "0.01"}, TypeError, r"hyper_lr must be a real number, got '0\.01'"),
+        ({"hyper_lr": float("nan")}, ValueError, r"hyper_lr must be finite and >= 0, got nan"),
+    ],
+)
+def test_bad_settings(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        metax.hypergradient_sgd(**({"learning_rate": 0.1, "hyper_lr": 0.01} | kwargs))
