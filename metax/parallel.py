@@ -38,7 +38,8 @@ def task_mesh(num_devices: int | None = None, *, axis: str = AXIS) -> Mesh:
             f"({available[0].platform}); on CPU, XLA_FLAGS="
             f"--xla_force_host_platform_device_count={num_devices} gives more."
         )
-    return jax.make_mesh((num_devices,), (axis,), devices=available[:num_devices])
+    auto = (jax.sharding.AxisType.Auto,)  # shardings propagate; they are not part of types
+    return jax.make_mesh((num_devices,), (axis,), axis_types=auto, devices=available[:num_devices])
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -90,7 +91,7 @@ def data_parallel(
             check_vma=False,  # the meta-gradient's mean over devices is meta_step's pmean
         )
         copy, split = replicated(mesh), sharded_tasks(mesh)
-        constrain = jax.reshard
+        constrain = jax.lax.with_sharding_constraint
         args = (meta_params, opt_state, extra)
         meta_params, opt_state, extra = jax.tree.map(lambda x: constrain(x, copy), args)
         return body(

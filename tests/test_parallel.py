@@ -51,3 +51,83 @@ def test_bad_device_requests_are_named():
     mesh = jax.make_mesh((1,), ("tasks",))
     step = par.data_parallel(learner, optax.sgd(0.1), mesh)
     del step  # one device always divides; the 3-over-2 case runs in tests/parallel_check.py
+
+
+def metax_on_four_devices(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    return subprocess.run(
+        [sys.executable, "-m", "metax.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+
+
+def logged_losses(run: Path) -> list[float]:
+    import json
+
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+NPZ = ROOT.parent / "shared" / "data" / "omniglot" / "omniglot_105.npz"
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        ["sinusoid", "--meta-batch", "8", "--steps", "300", "--log-every", "50"],
+        pytest.param(
+            [
+                "omniglot",
+                "--data",
+                NPZ,
+                "--algo",
+                "maml++",
+                "--bn-policy",
+                "per_step",
+                "--inner-steps",
+                "2",
+                "--meta-batch",
+                "4",
+                "--features",
+                "8",
+                "--steps",
+                "6",
+                "--log-every",
+                "2",
+                "--checkpoint-every",
+                "3",
+                "--val-tasks",
+                "4",
+            ],
+            marks=pytest.mark.skipif(not NPZ.is_file(), reason=f"real Omniglot not found at {NPZ}"),
+        ),
+    ],
+    ids=["sinusoid", "omniglot-maml++"],
+)
+def test_cli_on_four_devices_logs_the_losses_of_one_device(tmp_path, family):
+    common = ["train", *family, "--test-tasks", "20", "--eval-every", "0", "--no-progress"]
+    runs = {}
+    for devices in (1, 4):
+        runs[devices] = tmp_path / f"d{devices}"
+        result = metax_on_four_devices(*common, "--devices", devices, "--out", runs[devices])
+        assert result.returncode == 0, result.stderr[-2000:]
+    one, four = logged_losses(runs[1]), logged_losses(runs[4])
+    assert len(one) == len(four) >= 3
+    for a, b in zip(one, four, strict=True):
+        assert abs(a - b) <= 1e-4 * abs(a), (one, four)
+
+
+def test_cli_names_a_meta_batch_that_does_not_divide_and_too_many_devices(tmp_path):
+    result = metax_on_four_devices(
+        "train", "sinusoid", "--devices", 3, "--meta-batch", 8, "--out", tmp_path / "a"
+    )
+    assert result.returncode == 2 and "meta_batch=8 does not divide over devices=3" in result.stderr
+    result = metax_on_four_devices(
+        "train", "sinusoid", "--devices", 8, "--meta-batch", 16, "--out", tmp_path / "b"
+    )
+    assert (
+        result.returncode == 2 and "asked for 8 devices, but this process sees 4" in result.stderr
+    )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

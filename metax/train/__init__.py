@@ -1,6 +1,7 @@
 """The training layer: task families, one train/evaluate/load, checkpoints, metrics, plots.
 
-Needs the ``train`` extra: ``pip install 'metax-learn[train]'``.
+Needs the ``train`` extra: ``pip install 'metax-learn[train]'``. The names imported
+below (``import x as x``) are the public API.
 """
 
 from metax.extras import require_extra
@@ -22,21 +23,3 @@ from metax.train.run import evaluate as evaluate
 from metax.train.run import load as load
 from metax.train.run import train as train
 from metax.train.sinusoid import SinusoidConfig as SinusoidConfig
-
-__all__ = [
-    "FAMILIES",
-    "CheckpointError",
-    "Checkpointer",
-    "MetricsLog",
-    "ModelSpec",
-    "NonFiniteLossError",
-    "OmniglotConfig",
-    "RunConfig",
-    "SinusoidConfig",
-    "TaskFamily",
-    "TrainState",
-    "evaluate",
-    "load",
-    "mean_and_ci95",
-    "train",
-]

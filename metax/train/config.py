@@ -58,6 +58,7 @@ class RunConfig:
       lam: iMAML's proximal strength (lambda).
       cg_steps: iMAML's conjugate-gradient iterations.
       hyper_lr: Alpha-MAML's hypergradient rate (of the outer rate and the inner rates).
+      devices: devices of the default backend the meta-batch is split over (metax.parallel).
     """
 
     family: ClassVar[str] = ""
@@ -87,6 +88,7 @@ class RunConfig:
     lam: float = 2.0
     cg_steps: int = 5
     hyper_lr: float = 1e-6
+    devices: int = 1
 
     def __post_init__(self):
         if self.queries is None:
@@ -97,9 +99,14 @@ class RunConfig:
             problem = check_value(type(self), f.name, getattr(self, f.name))
             if problem:
                 raise ValueError(f"{f.name} {problem}")
-        if self.chunk_size is not None and self.meta_batch % self.chunk_size:
+        share = self.meta_batch // self.devices
+        if self.meta_batch % self.devices:
             raise ValueError(
-                f"chunk_size={self.chunk_size} must divide meta_batch={self.meta_batch}."
+                f"meta_batch={self.meta_batch} does not divide over devices={self.devices}."
+            )
+        if self.chunk_size is not None and share % self.chunk_size:
+            raise ValueError(
+                f"chunk_size={self.chunk_size} must divide the {share} tasks per device."
             )
 
     def to_json(self) -> str:

@@ -42,7 +42,6 @@ class TaskFamily(Protocol):
     this protocol to inherit the defaults of ``check`` and ``train_metrics``.
     """
 
-    name: ClassVar[str]
     config_class: ClassVar[type[RunConfig]]
     config: RunConfig
 

@@ -74,18 +74,18 @@ def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
 def fit(
     state: TrainState,
     step_for: Callable[[int], Callable[[TrainState], tuple[TrainState, Any]]],
+    config: Any,
     *,
-    num_steps: int,
     checkpointer: Checkpointer,
     metrics: MetricsLog,
-    log_every: int,
-    checkpoint_every: int,
     validate: Callable[[TrainState], dict[str, float]] | None = None,
-    validate_every: int = 0,
     progress: bool = True,
     log_extra: Callable[[Any], dict[str, float]] | None = None,
 ) -> TrainState:
-    """Runs meta-steps from ``state.step`` up to ``num_steps``.
+    """Runs meta-steps from ``state.step`` up to ``config.steps``.
+
+    Reads ``config.steps``, ``log_every``, ``checkpoint_every`` and ``eval_every``
+    (``validate`` runs every ``eval_every`` steps; 0: never).
 
     ``step_for(i)`` returns the step function for meta-step ``i`` (usually always the
     same one; MAML++'s derivative-order annealing switches between two). Step
@@ -100,6 +100,7 @@ def fit(
       NonFiniteLossError: the loss became NaN or infinite; the last good checkpoint
         is kept.
     """
+    num_steps, log_every = config.steps, config.log_every
     start = int(state.step)
     bar = _progress_bar(start, num_steps, enabled=progress)
     tic, tic_step = time.perf_counter(), start
@@ -120,9 +121,9 @@ def fit(
             extra = log_extra(info) if log_extra is not None else {}
             metrics.write({"step": done, "loss": loss, "steps_per_sec": round(rate, 2), **extra})
             bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.0f}")
-        if validate is not None and validate_every and done % validate_every == 0:
+        if validate is not None and config.eval_every and done % config.eval_every == 0:
             metrics.write({"step": done, **validate(state)})
-        if done % checkpoint_every == 0 or done == num_steps:
+        if done % config.checkpoint_every == 0 or done == num_steps:
             checkpointer.save(done, state)
         bar.update(1)
     bar.close()

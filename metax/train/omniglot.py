@@ -110,7 +110,6 @@ class Omniglot(TaskFamily):
         when first needed).
     """
 
-    name: ClassVar[str] = "omniglot"
     config_class: ClassVar[type[RunConfig]] = OmniglotConfig
 
     def __init__(self, config: OmniglotConfig, *, data: OmniglotData | None = None):

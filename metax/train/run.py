@@ -11,8 +11,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 import metax
+from metax import parallel
 from metax.train import algorithms
 from metax.train.checkpoint import Checkpointer
 from metax.train.config import RunConfig, load_config
@@ -35,6 +37,7 @@ class Run(NamedTuple):
     family: TaskFamily
     learners: metax.DerivativeOrderAnnealing
     outer_opt: Any
+    mesh: Mesh | None = None  # the devices the meta-batch is split over, if several
 
     @property
     def learner(self) -> metax.MetaLearner:
@@ -46,7 +49,8 @@ def build(config: RunConfig, **family_options: Any) -> Run:
     """The family, learners and outer optimizer of ``config`` (no data are loaded)."""
     family = FAMILIES[config.family](config, **family_options)
     learners = algorithms.learners(config, family.model_spec())
-    return Run(config, family, learners, algorithms.outer_optimizer(config))
+    mesh = parallel.task_mesh(config.devices) if config.devices > 1 else None
+    return Run(config, family, learners, algorithms.outer_optimizer(config), mesh)
 
 
 def initial_state(run: Run) -> TrainState:
@@ -68,7 +72,10 @@ def step_selector(run: Run) -> Callable[[int], StepFn]:
     base_key = jax.random.key(config.seed)
 
     def make_step(learner: metax.MetaLearner) -> StepFn:
-        meta_step = metax.meta_step(learner, run.outer_opt, chunk_size=config.chunk_size)
+        split = {} if run.mesh is None else {"mesh": run.mesh}
+        meta_step = (parallel.data_parallel if split else metax.meta_step)(
+            learner, run.outer_opt, chunk_size=config.chunk_size, **split
+        )
 
         @jax.jit
         def train_step(state: TrainState):
@@ -134,27 +141,35 @@ def train(
     if resume and checkpointer.latest_step() is not None:
         state = checkpointer.restore(abstract_like(state))
         metrics.truncate_after(int(state.step))
+    if run.mesh is not None:  # on the mesh from the start: the step compiles once
+        state = jax.device_put(state, parallel.replicated(run.mesh))
     tic = time.perf_counter()
     try:
         state = fit(
             state,
             step_selector(run),
-            num_steps=config.steps,
+            config,
             checkpointer=checkpointer,
             metrics=metrics,
-            log_every=config.log_every,
-            checkpoint_every=config.checkpoint_every,
-            validate=lambda s: run.family.validate(run.learner, s.meta_params, s.model_state),
-            validate_every=config.eval_every,
+            validate=lambda s: _validate(run, _one_device(s)),
             progress=progress,
             log_extra=run.family.train_metrics,
         )
     finally:
         checkpointer.close()
-    results = evaluate(run, state, out)
+    results = evaluate(run, _one_device(state), out)
     results["train_seconds_this_session"] = round(time.perf_counter() - tic, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def _validate(run: Run, state: TrainState) -> dict[str, float]:
+    return run.family.validate(run.learner, state.meta_params, state.model_state)
+
+
+def _one_device(state: TrainState) -> TrainState:
+    """``state`` on the default device: evaluation runs on one, whatever the training mesh."""
+    return jax.device_put(state, jax.devices()[0])
 
 
 def evaluate(run: Run, state: TrainState, out: Path | None = None) -> dict[str, Any]:

@@ -50,7 +50,6 @@ class SinusoidConfig(RunConfig):
 class Sinusoid(TaskFamily):
     """Regression of ``A sin(x - phase)`` from K points with an MLP; MSE loss."""
 
-    name: ClassVar[str] = "sinusoid"
     config_class: ClassVar[type[RunConfig]] = SinusoidConfig
 
     def __init__(self, config: SinusoidConfig):
