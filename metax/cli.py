@@ -44,6 +44,7 @@ def _parser_for(cls, name: str, kind: str):
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
+    from metax.train.algorithms import ALGORITHMS
     from metax.train.config import field_help, field_kind
 
     docs = field_help(cls)
@@ -54,6 +55,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
         options = {"default": f.default, "help": f"{help_text} (default: %(default)s)"}
         if kind == "choice":
             options["choices"] = cls.choices[f.name]
+        if f.name == "algo":
+            listing = "; ".join(f"{name}: {a.help}" for name, a in ALGORITHMS.items())
+            options["help"] = f"the meta-learning algorithm ({listing}) (default: %(default)s)"
         else:
             options["type"] = _parser_for(cls, f.name, kind)
         if kind == "widths":

@@ -123,7 +123,7 @@ def test_cli_names_a_meta_batch_that_does_not_divide_and_too_many_devices(tmp_pa
     result = metax_on_four_devices(
         "train", "sinusoid", "--devices", 3, "--meta-batch", 8, "--out", tmp_path / "a"
     )
-    assert result.returncode == 2 and "meta_batch=8 does not divide over devices=3" in result.stderr
+    assert result.returncode == 2 and "meta_batch=8 must divide over devices=3" in result.stderr
     result = metax_on_four_devices(
         "train", "sinusoid", "--devices", 8, "--meta-batch", 16, "--out", tmp_path / "b"
     )

@@ -1,9 +1,6 @@
-"""The algorithms the command line trains: one registry entry each.
+"""The algorithms the command line trains: one registry entry (a ``metax`` factory) each.
 
-An entry names a ``metax`` learner factory; :func:`make_learner` gives it the run
-config's and the family's :class:`~metax.train.family.ModelSpec`'s options. Every
-learner has the same contract, so the training step never asks which algorithm it
-runs. Adding an algorithm is one entry.
+Every learner has the same contract, so the training step never asks which one it runs.
 """
 
 from __future__ import annotations
@@ -28,9 +25,8 @@ class Algorithm(NamedTuple):
       help: one line for ``--help``.
       learned_rates: the inner rates are meta-parameters (``init_lr``) rather than
         plain SGD's (``inner_opt``).
-      outer: the outer optimizer: ``adam``, ``adam-cosine`` (cosine-annealed to 1%
-        over the run) or ``hypergradient`` (SGD whose rate follows its hypergradient,
-        the learned inner rates plain SGD at ``hyper_lr``).
+      outer: ``adam``, ``adam-cosine`` (annealed to 1% over the run) or
+        ``hypergradient`` (:func:`metax.hypergradient_sgd`; inner rates: SGD).
       first_order: a fixed derivative order (FOMAML); ``None`` follows the annealing.
     """
 

@@ -1,9 +1,6 @@
-"""Run configurations: one base with the fields every task family shares.
+"""Run configurations: a base with the fields every family shares, subclassed per family.
 
-A family's config subclasses :class:`RunConfig`, adds its own fields and may change
-defaults. Fields are documented in the class docstrings' ``Attributes`` sections;
-:func:`field_help` reads them, so the command line's ``--help`` and the API docs
-say the same thing. Validation names the bad field and value.
+Fields are documented in the ``Attributes`` sections, which the CLI's ``--help`` reads.
 """
 
 from __future__ import annotations
@@ -99,14 +96,11 @@ class RunConfig:
             problem = check_value(type(self), f.name, getattr(self, f.name))
             if problem:
                 raise ValueError(f"{f.name} {problem}")
-        share = self.meta_batch // self.devices
-        if self.meta_batch % self.devices:
+        share, rest = divmod(self.meta_batch, self.devices)
+        if rest or (self.chunk_size is not None and share % self.chunk_size):
             raise ValueError(
-                f"meta_batch={self.meta_batch} does not divide over devices={self.devices}."
-            )
-        if self.chunk_size is not None and share % self.chunk_size:
-            raise ValueError(
-                f"chunk_size={self.chunk_size} must divide the {share} tasks per device."
+                f"meta_batch={self.meta_batch} must divide over devices={self.devices} "
+                f"into shares that chunk_size={self.chunk_size} divides."
             )
 
     def to_json(self) -> str:

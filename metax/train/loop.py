@@ -84,17 +84,13 @@ def fit(
 ) -> TrainState:
     """Runs meta-steps from ``state.step`` up to ``config.steps``.
 
-    Reads ``config.steps``, ``log_every``, ``checkpoint_every`` and ``eval_every``
-    (``validate`` runs every ``eval_every`` steps; 0: never).
-
-    ``step_for(i)`` returns the step function for meta-step ``i`` (usually always the
-    same one; MAML++'s derivative-order annealing switches between two). Step
-    functions must be jitted by the caller and derive their randomness from
-    ``state.step``, so that a resumed run repeats exactly what an uninterrupted one
-    does. The loss is read back only every ``log_every`` steps (dispatch stays
-    asynchronous in between) and checked for NaN/inf then, with ``log_extra(info)``'s
-    values beside it; a checkpoint is written every ``checkpoint_every`` steps and at
-    the end.
+    ``step_for(i)`` is the (caller-jitted) step for meta-step ``i``, one or two of
+    them under derivative-order annealing; steps derive their randomness from
+    ``state.step``, so a resumed run repeats an uninterrupted one exactly. Every
+    ``config.log_every`` steps the loss is read back (dispatch stays asynchronous in
+    between), checked for NaN/inf and logged with ``log_extra(info)``; ``validate``
+    runs every ``eval_every`` steps (0: never); a checkpoint is written every
+    ``checkpoint_every`` steps and at the end.
 
     Raises:
       NonFiniteLossError: the loss became NaN or infinite; the last good checkpoint
