@@ -1,5 +1,20 @@
 import jax
+import optax
 import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--zero-outer-optimizer",
+        action="store_true",
+        help="replace optax.adam (every training path's outer optimizer) by optax.set_to_zero(), "
+        "so that nothing meta-learns: every test marked `learning` must then fail",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("--zero-outer-optimizer"):
+        optax.adam = lambda *args, **kwargs: optax.set_to_zero()
 
 
 @pytest.fixture(autouse=True, scope="session")

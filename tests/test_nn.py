@@ -215,18 +215,20 @@ def test_per_step_batch_norm_parameters_and_statistics_are_per_step():
     )
 
 
-def conv4_stateful_loss(model):
+def conv4_stateful_loss(model, *, train=True):
+    """Support: normalised with its own statistics, stored per step; query (train=False):
+    normalised with the stored support statistics of its step."""
+
     def loss(params, state, batch, step):
-        logits, upd = model.apply(
-            {"params": params, "batch_stats": state},
-            batch["x"],
-            step=step,
-            train=True,
-            mutable=["batch_stats"],
-        )
-        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), upd[
-            "batch_stats"
-        ]
+        variables = {"params": params, "batch_stats": state}
+        if train:
+            logits, upd = model.apply(
+                variables, batch["x"], step=step, train=True, mutable=["batch_stats"]
+            )
+            state = upd["batch_stats"]
+        else:
+            logits = model.apply(variables, batch["x"], step=step, train=False)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), state
 
     return loss
 
@@ -236,7 +238,12 @@ def test_query_examples_never_reach_the_per_step_statistics():
     x = jax.random.normal(jax.random.key(0), (6, 28, 28, 1))
     variables = model.init(jax.random.key(1), x)
     learner = metax.maml_pp(
-        conv4_stateful_loss(model), num_steps=2, init_lr=0.1, stateful=True, takes_step=True
+        conv4_stateful_loss(model),
+        query_loss_fn=conv4_stateful_loss(model, train=False),
+        num_steps=2,
+        init_lr=0.1,
+        stateful=True,
+        takes_step=True,
     )
     mp = learner.init(variables["params"])
     support = {"x": x, "y": jnp.arange(6) % 3}
@@ -248,6 +255,16 @@ def test_query_examples_never_reach_the_per_step_statistics():
     # Each step's statistics moved, and differently (the parameters changed between steps).
     first = a1.adapt.state["StepBatchNorm_0"]["mean"]
     assert np.all(np.abs(first) > 0) and not np.allclose(first[0], first[1])
+    # The query is scored in evaluation mode: its loss is the mean of its halves' losses.
+    halves = [jax.tree.map(lambda a, h=h: a[3 * h : 3 * h + 3], q1) for h in (0, 1)]
+    parts = [
+        learner.loss(mp, metax.Task(support, q), state=variables["batch_stats"])[0] for q in halves
+    ]
+    np.testing.assert_allclose(
+        learner.loss(mp, metax.Task(support, q1), state=variables["batch_stats"])[0],
+        np.mean(parts),
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("policy", ["batch", "per_step"])

@@ -13,6 +13,7 @@ from metax.data.sinusoid import sample_sinusoid_tasks as sample_sinusoid_tasks
 from metax.data.sources import load_omniglot as load_omniglot
 from metax.data.splits import Split as Split
 from metax.data.splits import alphabet_split as alphabet_split
+from metax.data.splits import make_split as make_split
 from metax.data.splits import maml_split as maml_split
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "load_omniglot",
     "load_png_folders",
     "load_tfds",
+    "make_split",
     "maml_split",
     "sample_episode",
     "sample_episodes",

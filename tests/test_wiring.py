@@ -1,0 +1,220 @@
+"""Every training option is wired: each test fails if its option is silently dropped or inverted."""
+
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import metax
+from metax.data import EpisodeSpec, load_omniglot, make_split, sample_episode
+from metax.train import Checkpointer, NonFiniteLossError, OmniglotConfig, SinusoidConfig, train
+from metax.train.loop import TrainState, fit
+from metax.train.metrics import MetricsLog
+from metax.train.run import build, initial_state, load, step_selector
+
+NPZ = Path(__file__).parents[1].parent / "shared" / "data" / "omniglot" / "omniglot_105.npz"
+needs_omniglot = pytest.mark.skipif(not NPZ.is_file(), reason=f"real Omniglot not found at {NPZ}")
+SIN = SinusoidConfig(meta_batch=4, hidden=(8, 8), inner_steps=2, steps_per_epoch=2)
+
+
+def one_step(config, state_step=0, **family_options):
+    """The run's real jitted step from its step-0 state, with the step counter at ``state_step``."""
+    run = build(config, **family_options)
+    state = initial_state(run)._replace(step=jnp.int32(state_step))
+    return run, state, step_selector(run)(state_step)(state)[0]
+
+
+def test_multi_step_loss_weights_reach_the_learner():
+    """MAML++'s weights depend on the epoch; two annealing speeds give two meta-gradients
+    at the same step. MAML has no multi-step loss: the weights cannot matter there."""
+    for algo, differ in (("maml++", True), ("maml", False)):
+        fast, slow = (dataclasses.replace(SIN, algo=algo, msl_anneal_epochs=e) for e in (1, 1000))
+        _, _, a = one_step(fast, state_step=2)
+        _, _, b = one_step(slow, state_step=2)
+        same = jax.tree.map(np.array_equal, a.meta_params.params, b.meta_params.params)
+        assert all(jax.tree.leaves(same)) != differ, algo
+
+
+def test_derivative_order_annealing_is_first_order_then_exact():
+    """first_order_epochs=1 with 2 steps per epoch: steps 0-1 take the first-order
+    meta-gradient, step 2 on the exact one (checked against both learners on the same batch)."""
+    config = dataclasses.replace(SIN, algo="maml", first_order_epochs=1)
+    run = build(config)
+    state = initial_state(run)
+    tasks = run.family.sample(jax.random.fold_in(jax.random.key(config.seed), 0))
+
+    def reference(first_order):
+        learner = run.learners.first_order if first_order else run.learners.second_order
+        step = metax.meta_step(learner, run.outer_opt)
+        return step(state.meta_params, state.opt_state, tasks)[0]
+
+    first, exact = reference(True), reference(False)
+    assert not jax.tree.all(jax.tree.map(np.allclose, first, exact))  # the two really differ
+    step_for = step_selector(run)
+    chex.assert_trees_all_close(step_for(0)(state)[0].meta_params, first, rtol=1e-6)
+    chex.assert_trees_all_close(step_for(1)(state)[0].meta_params, first, rtol=1e-6)
+    chex.assert_trees_all_close(step_for(2)(state)[0].meta_params, exact, rtol=1e-6)
+
+
+def test_rotation_is_drawn_per_class_not_per_image():
+    """Every class is one asymmetric pattern (all drawers alike): each image of an
+    episode is one rotation of one pattern; all of a class share it, classes differ."""
+    rng = np.random.default_rng(0)
+    patterns = rng.integers(0, 255, (12, 5, 5), dtype=np.uint8)
+    pool = jnp.asarray(np.repeat(patterns[:, None], 6, axis=1))
+    rotations = {(c, k): np.rot90(patterns[c], k) for c in range(12) for k in range(4)}
+    seen = set()
+    for seed in range(10):
+        task = sample_episode(jax.random.key(seed), pool, EpisodeSpec(4, 2, 3, rotate=True))
+        for part in (task.support, task.query):
+            images = np.round(np.asarray(part["x"])[..., 0] * 255).astype(np.uint8)
+            for image, label in zip(images, np.asarray(part["y"]), strict=True):
+                (match,) = [ck for ck, r in rotations.items() if np.array_equal(r, image)]
+                seen.add((seed, int(label), match))
+    by_class = {}
+    for seed, label, (c, k) in seen:
+        by_class.setdefault((seed, label), set()).add((c, k))
+    assert all(len(v) == 1 for v in by_class.values()), by_class  # one rotation per class
+    assert len({k for (_, _, (_, k)) in seen}) == 4  # and all four occur across classes
+
+
+def test_chunked_meta_step_equals_unchunked_under_plain_sgd():
+    """SGD is not scale-invariant (Adam is): a chunking bug that scales the gradient shows."""
+    from tests.test_meta_step import LEARNERS, init_mlp, sample_tasks
+
+    learner, outer = LEARNERS["maml"](), optax.sgd(0.5)
+    mp = learner.init(init_mlp(jax.random.key(4)))
+    tasks = sample_tasks(jax.random.key(5), 6)
+    full = metax.meta_step(learner, outer)(mp, outer.init(mp), tasks)[0]
+    for chunk_size in (1, 2, 3):
+        chunked = metax.meta_step(learner, outer, chunk_size=chunk_size)(mp, outer.init(mp), tasks)[
+            0
+        ]
+        chex.assert_trees_all_close(chunked, full, rtol=1e-5, atol=1e-6)
+
+
+def test_a_nan_loss_after_a_good_checkpoint_stops_the_run_and_keeps_it(tmp_path):
+    """The loop checks the loss at each log: NaN at step 7 ends the run with a message
+    naming the step and the last good checkpoint (6), which restores."""
+
+    def step_for(i):
+        def step(state):
+            loss = jnp.float32(math.nan if i >= 6 else 1.0 / (i + 1))
+            return state._replace(step=state.step + 1), metax.StepInfo(loss=loss, aux=None)
+
+        return step
+
+    state = TrainState(metax.MetaParams(jnp.ones(3)), (), jnp.int32(0))
+    config = SIN.__class__(steps=10, log_every=1, checkpoint_every=3, eval_every=0)
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    metrics = MetricsLog(tmp_path / "metrics.jsonl")
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss is nan at step 7; the last good checkpoint \(step 6\)"
+    ):
+        fit(state, step_for, config, checkpointer=checkpointer, metrics=metrics, progress=False)
+    assert checkpointer.latest_step() == 6
+    assert int(checkpointer.restore(state).step) == 6
+    assert [r["step"] for r in metrics.read()] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_omniglot(NPZ)
+
+
+@needs_omniglot
+@pytest.mark.parametrize("split", ["maml", "alphabet"])
+def test_no_test_character_or_alphabet_reaches_the_training_pool(data, split):
+    parts = make_split(split, data)
+    run = build(OmniglotConfig(data=str(NPZ), split=split), data=data)
+    pools = run.family.pools
+    for name in ("train", "val", "test"):  # the pools are the split's characters
+        np.testing.assert_array_equal(pools[name], data.images[getattr(parts, name)])
+    assert not set(parts.train) & set(parts.test) and not set(parts.val) & set(parts.test)
+    if split == "alphabet":  # whole alphabets apart: Lake's 20 evaluation alphabets test
+        train_alphabets = set(data.alphabet[parts.train]) | set(data.alphabet[parts.val])
+        assert not train_alphabets & set(data.alphabet[parts.test])
+        assert not data.is_background[parts.test].any()
+
+
+@needs_omniglot
+def test_maml_pp_scores_each_query_image_without_the_others_statistics(data):
+    """per_step policy: a query set's loss is the mean of its images' own losses (no
+    statistics are taken from the query), unlike the transductive batch policy."""
+    config = OmniglotConfig(
+        data=str(NPZ), algo="maml++", bn_policy="per_step", inner_steps=2, features=8
+    )
+    run = build(config, data=data)
+    state = initial_state(run)
+    task = sample_episode(jax.random.key(0), run.family.pools["train"], EpisodeSpec(5, 1, 2))
+
+    def loss_of(indices, learner=run.learner, state=state):
+        query = jax.tree.map(lambda x: x[jnp.asarray(indices)], task.query)
+        return float(
+            learner.loss(state.meta_params, task._replace(query=query), state=state.model_state)[
+                1
+            ].query_loss
+        )
+
+    pair = loss_of([0, 7])
+    np.testing.assert_allclose(pair, (loss_of([0]) + loss_of([7])) / 2, rtol=1e-5)
+    batch = build(dataclasses.replace(config, bn_policy="per_step_batch"), data=data)
+    batch_state = initial_state(batch)
+    transductive = [loss_of(i, batch.learner, batch_state) for i in ([0, 7], [0], [7])]
+    assert abs(transductive[0] - (transductive[1] + transductive[2]) / 2) > 1e-3
+
+
+@needs_omniglot
+def test_omniglot_run_with_batch_norm_state_resumes_bit_for_bit(data, tmp_path):
+    """Crash after logging steps 4-6 but before checkpoint 6: the resumed run ends where
+    the uninterrupted one does (parameters and per-step statistics) and logs no step twice."""
+    config = OmniglotConfig(
+        data=str(NPZ), algo="maml++", bn_policy="per_step", inner_steps=2, features=8, meta_batch=2,
+        steps=6, log_every=1, checkpoint_every=3, eval_every=0, test_tasks=4,
+    )  # fmt: skip
+    whole = tmp_path / "whole"
+    train(config, whole, progress=False, data=data)
+    crashed = tmp_path / "crashed"
+    shutil.copytree(whole, crashed)
+    shutil.rmtree(crashed / "checkpoints" / "6")
+    (crashed / "results.json").unlink()
+    train(config, crashed, resume=True, progress=False, data=data)
+    _, want = load(whole, data=data)
+    _, got = load(crashed, data=data)
+    jax.tree.map(np.testing.assert_array_equal, want, got)
+    assert got.model_state["StepBatchNorm_0"]["mean"].shape == (2, 8)
+    steps = [
+        json.loads(line)["step"] for line in (crashed / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@needs_omniglot
+@pytest.mark.parametrize("flags", [{"split": "alphabet"}, {"backbone": "resnet12", "features": 4}])
+def test_split_and_backbone_options_run_through_the_real_train_path(data, tmp_path, flags):
+    config = OmniglotConfig(
+        data=str(NPZ), meta_batch=2, steps=2, log_every=1, checkpoint_every=2, eval_every=0,
+        test_tasks=4, features=8, **{k: v for k, v in flags.items() if k != "features"},
+    )  # fmt: skip
+    config = dataclasses.replace(config, **flags)
+    res = train(config, tmp_path / "run", progress=False, data=data)
+    run, state = load(tmp_path / "run", data=data)
+    assert run.config == config and res["steps_trained"] == int(state.step) == 2
+    if "backbone" in flags:  # ResNet-12's four residual blocks, not Conv-4's layers
+        assert (
+            "ResidualBlock_3" in state.meta_params.params
+            and "Conv3x3_0" not in state.meta_params.params
+        )
+    else:
+        test_images = run.family.pools["test"]
+        assert test_images.shape[0] == int(
+            (~data.is_background).sum()
+        )  # Lake's 659 evaluation characters
