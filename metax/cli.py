@@ -55,11 +55,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
         options = {"default": f.default, "help": f"{help_text} (default: %(default)s)"}
         if kind == "choice":
             options["choices"] = cls.choices[f.name]
+        else:
+            options["type"] = _parser_for(cls, f.name, kind)
         if f.name == "algo":
             listing = "; ".join(f"{name}: {a.help}" for name, a in ALGORITHMS.items())
             options["help"] = f"the meta-learning algorithm ({listing}) (default: %(default)s)"
-        else:
-            options["type"] = _parser_for(cls, f.name, kind)
         if kind == "widths":
             options["default"] = ",".join(map(str, f.default))  # argparse parses it
         if kind == "path" and not f.default:
