@@ -474,6 +474,7 @@ def test_only_the_initial_parameters_are_differentiated():
     assert all(not np.any(g) for g in jax.tree.leaves(task_grad))
 
 
+@pytest.mark.learning
 def test_imaml_learns_a_sinusoid_family_in_a_few_hundred_steps():
     """Meta-training beats the same untrained network fine-tuned the same way."""
     start = time.perf_counter()

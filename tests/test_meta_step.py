@@ -155,7 +155,8 @@ def test_jitted_meta_step_traces_once_across_steps_and_weight_changes():
         assert np.isfinite(info.loss)
 
 
-def test_maml_pp_learns_rates_and_adaptation_helps_after_100_steps():
+@pytest.mark.learning
+def test_sinusoid_family_maml_pp_learns_rates_and_adaptation_helps_after_100_steps():
     learner = LEARNERS["maml++"]()
     outer = optax.adam(3e-3)
     step = jax.jit(metax.meta_step(learner, outer))
@@ -171,11 +172,17 @@ def test_maml_pp_learns_rates_and_adaptation_helps_after_100_steps():
     assert min(jax.tree.leaves(moved)) > 1e-3, moved
 
     test_tasks = sample_tasks(jax.random.key(10_000), 50)
+
+    def after_adapting(m):
+        return jnp.mean(
+            jax.vmap(lambda t: mlp_loss(learner.adapt(m, t.support)[0], t.query))(test_tasks)
+        )
+
     pre = jnp.mean(jax.vmap(lambda t: mlp_loss(mp.params, t.query))(test_tasks))
-    post = jnp.mean(
-        jax.vmap(lambda t: mlp_loss(learner.adapt(mp, t.support)[0], t.query))(test_tasks)
-    )
+    post = after_adapting(mp)
     assert post < 0.8 * pre, (float(pre), float(post))
+    untrained = after_adapting(learner.init(init_mlp(jax.random.key(0))))  # step 0, same tasks
+    assert post < 0.8 * untrained, (float(untrained), float(post))
 
 
 def test_reptile_with_sgd_outer_moves_theta_towards_adapted_mean():
