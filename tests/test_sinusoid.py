@@ -44,7 +44,7 @@ def short_runs(tmp_path_factory):
 @pytest.mark.learning
 def test_sinusoid_maml_beats_the_same_model_untrained(short_runs):
     """3,000 meta-steps against step 0: same 200 test tasks, same fine-tuning (SGD at
-    inner_lr). Measured: untrained 1-step MSE ~3.1, trained ~1.0."""
+    inner_lr). Measured: untrained 1-step MSE 8.04, trained 0.81."""
     res = short_runs["maml"]
     run = build(dataclasses.replace(SHORT, algo="maml"))
     untrained = evaluate(run, initial_state(run))
