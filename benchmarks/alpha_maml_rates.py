@@ -8,14 +8,13 @@ each ``metax train sinusoid`` on the same 600 test tasks.
 """
 
 import argparse
-import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from sinusoid_table import train_once
+
+from metax.train import load
 
 RUNS = {
     "maml, inner rate 0.01 (tuned)": ["--algo", "maml", "--inner-lr", "0.01"],
@@ -35,28 +34,8 @@ def main() -> None:
     print("|---|---|---|---|")
     for i, (name, flags) in enumerate(RUNS.items()):
         out = args.out / f"run{i}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "metax.cli",
-            "train",
-            "sinusoid",
-            *flags,
-            "--steps",
-            str(args.steps),
-        ]
-        t0 = time.perf_counter()
-        subprocess.run(
-            [*cmd, "--out", str(out), "--overwrite", "--no-progress"],
-            check=True,
-            capture_output=True,
-        )
-        wall = time.perf_counter() - t0
-        res = json.loads((out / "results.json").read_text())
-        from metax.train import load
-
-        _, state = load(out)
-        rates = state.meta_params.hparams
+        res, wall = train_once(out, [*flags, "--steps", str(args.steps)])
+        rates = load(out)[1].meta_params.hparams
         rate = (
             "-"
             if rates is None

@@ -22,6 +22,23 @@ PAPER = {
 }
 
 
+def train_once(run: Path, flags: list[str]) -> tuple[dict, float]:
+    """``metax train sinusoid FLAGS --out RUN`` (resumed if unfinished, skipped if done):
+    the results and the wall time of the run."""
+    if (run / "results.json").exists():
+        print(f"skip {run} (done)", flush=True)
+        wall = json.loads((run / "wall.json").read_text())["seconds"]
+    else:
+        cmd = [sys.executable, "-m", "metax.cli", "train", "sinusoid", *flags, "--out", str(run)]
+        cmd += ["--no-progress", *(["--resume"] if (run / "config.json").exists() else [])]
+        print(" ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        wall = time.perf_counter() - t0
+        (run / "wall.json").write_text(json.dumps({"seconds": wall}))
+    return json.loads((run / "results.json").read_text()), wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
@@ -32,35 +49,8 @@ def main() -> None:
     rows = []
     for shots in args.shots:
         for algo in args.algos:
-            run = args.out / f"{algo}-k{shots}"
-            cmd = [
-                sys.executable,
-                "-m",
-                "metax.cli",
-                "train",
-                "sinusoid",
-                "--algo",
-                algo,
-                "--shots",
-                str(shots),
-                "--steps",
-                str(args.steps),
-                "--out",
-                str(run),
-                "--no-progress",
-            ]
-            if (run / "results.json").exists():
-                print(f"skip {run} (done)", flush=True)
-                wall = json.loads((run / "wall.json").read_text())["seconds"]
-            else:
-                if (run / "config.json").exists():
-                    cmd.append("--resume")
-                print(" ".join(cmd), flush=True)
-                t0 = time.perf_counter()
-                subprocess.run(cmd, check=True)
-                wall = time.perf_counter() - t0
-                (run / "wall.json").write_text(json.dumps({"seconds": wall}))
-            res = json.loads((run / "results.json").read_text())
+            flags = ["--algo", algo, "--shots", str(shots), "--steps", str(args.steps)]
+            res, wall = train_once(args.out / f"{algo}-k{shots}", flags)
             rows.append((shots, algo, res, wall))
 
     print(
