@@ -140,6 +140,19 @@ def test_eval_of_missing_or_corrupt_checkpoint(tmp_path):
     assert result.returncode == 1
     assert "no checkpoint at step 15" in result.stderr and "[10, 20]" in result.stderr
 
+    # a run written by metax 0.1 (no family, older field names): told how to convert, then loads
+    config = json.loads((run / "config.json").read_text())
+    old = {k: v for k, v in config.items() if k != "family"}
+    old["eval_tasks"], old["eval_steps"] = old.pop("test_tasks"), old.pop("eval_inner_steps")
+    (run / "config.json").write_text(json.dumps(old))
+    result = metax("eval", run, "--test-tasks", "10")
+    assert result.returncode == 2
+    assert 'add "family": "sinusoid" or "family": "omniglot"' in result.stderr, result.stderr
+    (run / "config.json").write_text(json.dumps({"family": "sinusoid", **old}))
+    result = metax("eval", run, "--test-tasks", "10")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "eval.json").read_text())["steps_trained"] == 20
+
     for path in (run / "checkpoints").rglob("*"):
         if path.is_file():
             path.write_bytes(b"garbage")
