@@ -48,6 +48,12 @@ def mlp_exact(name: str) -> None:
         assert n == 1 or sharding.spec == jax.P("tasks"), sharding
         chex.clear_trace_counter()
     print(f"{name}: {', '.join(map(str, MESHES))} devices equal one device (float64, 20 steps)")
+    three = jax.tree.map(lambda x: x[:3], tasks_of(0))
+    try:
+        par.data_parallel(learner, outer, par.task_mesh(2))(mp, outer.init(mp), three)
+    except ValueError as e:
+        assert "the meta-batch of 3 tasks does not divide over 2 devices" in str(e), e
+        print("3 tasks over 2 devices: named")
 
 
 def conv4_per_step_bn() -> None:
