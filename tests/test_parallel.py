@@ -78,7 +78,6 @@ NPZ = ROOT.parent / "shared" / "data" / "omniglot" / "omniglot_105.npz"
 @pytest.mark.parametrize(
     "family",
     [
-        ["sinusoid", "--meta-batch", "8", "--steps", "300", "--log-every", "50"],
         pytest.param(
             [
                 "omniglot",
@@ -106,7 +105,7 @@ NPZ = ROOT.parent / "shared" / "data" / "omniglot" / "omniglot_105.npz"
             marks=pytest.mark.skipif(not NPZ.is_file(), reason=f"real Omniglot not found at {NPZ}"),
         ),
     ],
-    ids=["sinusoid", "omniglot-maml++"],
+    ids=["omniglot-maml++"],
 )
 def test_cli_on_several_devices_logs_the_losses_of_one_device(tmp_path, family):
     common = ["train", *family, "--test-tasks", "20", "--eval-every", "0", "--no-progress"]
