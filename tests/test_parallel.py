@@ -16,7 +16,7 @@ DEVICES = max(2, min(8, os.cpu_count() or 1))
 MESHES = [n for n in (1, 2, 4, 8) if n <= DEVICES]
 
 
-def on_eight_devices(what: str) -> subprocess.CompletedProcess:
+def on_host_devices_check(what: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
@@ -32,7 +32,7 @@ def on_eight_devices(what: str) -> subprocess.CompletedProcess:
 
 
 def test_sharded_meta_steps_equal_one_device_exactly():
-    result = on_eight_devices("mlp")
+    result = on_host_devices_check("mlp")
     assert result.returncode == 0, result.stderr[-3000:]
     meshes = ", ".join(map(str, MESHES))
     assert f"maml: {meshes} devices equal one device" in result.stdout
@@ -41,7 +41,7 @@ def test_sharded_meta_steps_equal_one_device_exactly():
 
 
 def test_sharded_stateful_model_equals_one_device():
-    result = on_eight_devices("conv4")
+    result = on_host_devices_check("conv4")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{DEVICES} devices equal one device" in result.stdout
 
