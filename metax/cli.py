@@ -67,6 +67,36 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
         parser.add_argument(flag, **options)
 
 
+def _add_process_flags(group) -> None:
+    group.add_argument(
+        "--coordinator",
+        default=None,
+        help="HOST:PORT of process 0: join a run of several processes (jax.distributed); "
+        "--devices then counts the devices of all of them",
+    )
+    group.add_argument("--num-processes", type=int, default=None, help="processes in the run")
+    group.add_argument("--process-id", type=int, default=None, help="this process's index")
+    group.add_argument(
+        "--join-timeout", type=int, default=120, help="seconds to wait for the other processes"
+    )
+
+
+def _join(args: argparse.Namespace) -> None:
+    """Joins the multi-process run the flags describe (before any JAX computation)."""
+    from metax import parallel
+
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if any(f is not None for f in flags):
+        if any(f is None for f in flags):
+            raise ValueError("--coordinator, --num-processes and --process-id go together.")
+        parallel.initialize(
+            args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            timeout_s=args.join_timeout,
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``metax`` command."""
     from metax.train.run import FAMILIES
@@ -90,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         mode.add_argument("--resume", action="store_true", help="continue the run in --out")
         mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
         sub.add_argument("--no-progress", action="store_true", help="no progress bar")
+        _add_process_flags(sub.add_argument_group("several processes (hosts)"))
 
     lake = commands.add_parser(
         "eval-lake", help="Lake et al.'s 20-run one-shot protocol on a saved Omniglot run"
@@ -97,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     lake.add_argument("runs_dir", type=Path, help="folder with run01..run20")
     lake.add_argument(
         "--checkpoint", type=Path, required=True, help="an Omniglot run directory (20-way 1-shot)"
+    )
+    lake.add_argument(
+        "--per-image",
+        action="store_true",
+        help="also score each test image alone (batch statistics of the support set and that "
+        "image), beside the transductive score of all test images at once",
     )
 
     ev = commands.add_parser("eval", help="evaluate a saved run on its test tasks")
@@ -108,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("eval_queries", "query examples per class (or query points); default: the run's"),
     ):
         ev.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=help_text)
+    ev.add_argument("--data", default=None, help="Omniglot's data, if not where the run had it")
     return parser
 
 
@@ -128,7 +166,7 @@ def _train(args: argparse.Namespace) -> dict:
 def _eval(args: argparse.Namespace) -> dict:
     from metax.train import evaluate, load
 
-    names = ("test_tasks", "eval_inner_steps", "eval_queries")
+    names = ("test_tasks", "eval_inner_steps", "eval_queries", "data")
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     run, state = load(args.run_dir, step=args.step, **overrides)
     results = evaluate(run, state, args.run_dir)
@@ -139,11 +177,14 @@ def _eval(args: argparse.Namespace) -> dict:
 
 
 def _report(results: dict) -> None:
-    if "error_rate" in results:
-        for run, err in results["runs"].items():
-            print(f"  {run}: error {100 * err:.1f}%")
-        count, rate = len(results["runs"]), 100 * results["error_rate"]
-        print(f"Lake one-shot protocol, {count} runs: error rate {rate:.2f}%")
+    if "transductive" in results:
+        scorings = [s for s in ("transductive", "per_image") if s in results]
+        for run in results["transductive"]["runs"]:
+            errors = ", ".join(f"{100 * results[s]['runs'][run]:.1f}% {s}" for s in scorings)
+            print(f"  {run}: error {errors}")
+        for s in scorings:
+            count, rate = len(results[s]["runs"]), 100 * results[s]["error_rate"]
+            print(f"Lake one-shot protocol, {count} runs, {s} scoring: error rate {rate:.2f}%")
     elif "test_accuracy" in results:
         r = results
         print(
@@ -180,18 +221,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "train":
+            _join(args)
             results = _train(args)
         elif args.command == "eval-lake":
             from metax.train.lake import evaluate_lake
 
-            results = evaluate_lake(args.runs_dir, args.checkpoint)
+            results = evaluate_lake(args.runs_dir, args.checkpoint, per_image=args.per_image)
         else:
             results = _eval(args)
     except ValueError as e:  # a bad value that passed the parser (config, data, episodes)
         parser.exit(2, f"metax: error: {e}\n")
     except (OSError, CheckpointError, NonFiniteLossError) as e:  # files, checkpoints, divergence
         parser.exit(1, f"metax: error: {e}\n")
-    _report(results)
+    if results.get("process_index", 0) == 0:  # of several processes, the first reports
+        _report(results)
     return 0
 
 

@@ -82,3 +82,93 @@ def test_broken_run_folders(tmp_path, runs):
     (tmp_path / "bad" / "run02" / "class_labels.txt").write_text("run02/test/item01.png nonsense\n")
     with pytest.raises(ValueError, match=r"class_labels\.txt:1: expected"):
         read_run(tmp_path / "bad" / "run02")
+
+
+def test_a_missing_or_extra_class_image_is_named(tmp_path, runs):
+    import shutil
+
+    root, _ = runs
+    extra = tmp_path / "extra" / "run01"
+    shutil.copytree(root / "run01", extra)
+    shutil.copy(extra / "training" / "class01.png", extra / "training" / "class21.png")
+    with pytest.raises(ValueError, match=r"training/class21\.png is named by no line"):
+        read_run(extra)
+    missing = tmp_path / "missing" / "run01"
+    shutil.copytree(root / "run01", missing)
+    (missing / "training" / "class07.png").unlink()
+    with pytest.raises(ValueError, match=r"class07\.png is not among the training images"):
+        read_run(missing)
+    (missing / "training" / "class07.png").write_bytes(
+        (root / "run01/training/class07.png").read_bytes()
+    )
+    (missing / "test" / "item03.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing test images: .*item03\.png"):
+        read_run(missing)
+
+
+def test_runs_of_different_ways_are_refused(tmp_path, runs):
+    from metax.data.lake import read_runs
+
+    write_runs(tmp_path / "mixed", num_runs=1, ways=20)
+    write_runs(tmp_path / "five", num_runs=2, ways=5)
+    (tmp_path / "five" / "run02").rename(tmp_path / "mixed" / "run02")
+    with pytest.raises(ValueError, match=r"run02 has 5 training images but the runs before it 20"):
+        read_runs(tmp_path / "mixed")
+
+
+@pytest.mark.parametrize("policy", ["batch", "per_step"])
+def test_per_image_scoring_ignores_the_other_test_images(runs, policy):
+    """Batch statistics: per-image logits of an item do not change when the other items
+    do (the transductive ones do), and differ from the transductive ones. Per-step
+    policy (support statistics, no batch statistics at test): the two scorings agree."""
+    import jax.numpy as jnp
+
+    from metax.data.lake import read_runs
+    from metax.train import OmniglotConfig
+    from metax.train.run import build, initial_state
+
+    root, _ = runs
+    task = read_runs(root, size=28)["run01"]
+    config = OmniglotConfig(
+        data=str(NPZ), ways=20, features=8, bn_policy=policy, eval_inner_steps=2
+    )
+    run = build(config)
+    state = initial_state(run)
+
+    def logits(task, per_image):
+        mp, ms = state.meta_params, state.model_state
+        return run.family.episode_logits(run.learner, mp, ms, task, per_image=per_image)
+
+    others_blank = task._replace(query={**task.query, "x": task.query["x"].at[1:].set(0.0)})
+    alone, blank_alone = logits(task, True), logits(others_blank, True)
+    together, blank_together = logits(task, False), logits(others_blank, False)
+    np.testing.assert_allclose(alone[0], blank_alone[0], rtol=1e-5, atol=1e-5)
+    if policy == "batch":
+        assert float(jnp.max(jnp.abs(together[0] - blank_together[0]))) > 1e-2
+        assert float(jnp.max(jnp.abs(alone - together))) > 1e-2
+    else:
+        np.testing.assert_allclose(alone, together, rtol=1e-6, atol=1e-6)
+
+
+WEIGHTS = Path(__file__).parents[1] / "benchmarks" / "weights" / "lake-20w1s"
+
+
+@pytest.mark.skipif(not (WEIGHTS / "lake.json").is_file(), reason="no published Lake model")
+def test_published_lake_model_scores_its_published_error_without_training_data(tmp_path):
+    """The committed model, restored from a copy whose config names no existing data,
+    scores on run folders rebuilt by benchmarks/lake_runs.py exactly what lake.json says."""
+    import json
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(WEIGHTS.parents[1]))
+    from lake_runs import write_lake_runs
+
+    published = json.loads((WEIGHTS / "lake.json").read_text())
+    model = shutil.copytree(WEIGHTS, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "data": str(tmp_path / "absent.npz")}))
+    write_lake_runs(NPZ, tmp_path / "runs", seed=published["runs_seed"])
+    result = evaluate_lake(tmp_path / "runs", model, per_image=True)
+    for scoring in ("transductive", "per_image"):
+        assert result[scoring]["runs"] == published[scoring]["runs"], scoring

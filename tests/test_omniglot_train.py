@@ -87,14 +87,18 @@ def test_lake_runs_a_meta_trained_model_beats_the_same_model_untrained(data, tra
     checkpointer = Checkpointer(untrained / "checkpoints")
     checkpointer.save(0, initial_state(build(SHORT, data=data)))
     checkpointer.close()
-    before = evaluate_lake(tmp_path / "runs", untrained)
-    after = evaluate_lake(tmp_path / "runs", out)
-    assert len(after["runs"]) == 20 and after["checkpoint"] == str(out)
-    assert after["error_rate"] < before["error_rate"] - 0.07, (before, after)
+    before = evaluate_lake(tmp_path / "runs", untrained, per_image=True)
+    after = evaluate_lake(tmp_path / "runs", out, per_image=True)
+    assert len(after["transductive"]["runs"]) == 20 and after["checkpoint"] == str(out)
+    for scoring in ("transductive", "per_image"):
+        error_before, error_after = before[scoring]["error_rate"], after[scoring]["error_rate"]
+        assert error_after < error_before - 0.07, (scoring, before, after)
 
-    cli = metax("eval-lake", tmp_path / "runs", "--checkpoint", out)
+    cli = metax("eval-lake", tmp_path / "runs", "--checkpoint", out, "--per-image")
     assert cli.returncode == 0, cli.stderr
-    assert f"error rate {100 * after['error_rate']:.2f}%" in cli.stdout
+    for scoring in ("transductive", "per_image"):
+        rate = 100 * after[scoring]["error_rate"]
+        assert f"{scoring} scoring: error rate {rate:.2f}%" in cli.stdout
     twenty_way = tmp_path / "twenty"
     twenty_way.mkdir()
     (twenty_way / "config.json").write_text(dataclasses.replace(SHORT, ways=20).to_json())
@@ -102,6 +106,29 @@ def test_lake_runs_a_meta_trained_model_beats_the_same_model_untrained(data, tra
         ValueError, match=r"the runs are 5-way 1-shot but the checkpoint was meta-trained 20-way"
     ):
         evaluate_lake(tmp_path / "runs", twenty_way)
+
+
+@pytest.mark.learning
+def test_twenty_way_within_alphabet_run_beats_the_same_model_untrained(data, tmp_path):
+    """Lake's episode shape: 20-way 1-shot, all classes of an episode from one alphabet,
+    meta-trained on background alphabets, tested on evaluation alphabets; against step 0
+    on the same 100 test episodes. Measured: untrained 20.4%, trained 43.1% (chance 5%)."""
+    config = dataclasses.replace(
+        SHORT,
+        ways=20,
+        split="alphabet",
+        episodes="within_alphabet",
+        meta_batch=4,
+        steps=200,
+        eval_every=0,
+        checkpoint_every=200,
+        val_tasks=20,
+    )
+    res = train(config, tmp_path / "run", progress=False, data=data)
+    run = build(config, data=data)
+    untrained = evaluate(run, initial_state(run))
+    assert res["ways"] == untrained["ways"] == 20
+    assert res["test_accuracy"] > untrained["test_accuracy"] + 0.1, (res, untrained)
 
 
 def test_meta_step_including_sampling_compiles_once(data):
@@ -160,7 +187,7 @@ def test_inner_bn_freeze_keeps_batch_norm_weights_out_of_the_inner_loop(data):
         )
         run = build(cfg, data=data)
         state = initial_state(run)
-        task = sample_episode(jax.random.key(0), run.family.pools["train"], EpisodeSpec(5, 1, 1))
+        task = sample_episode(jax.random.key(0), run.family.pools["train"][0], EpisodeSpec(5, 1, 1))
         adapted, _ = run.learner.adapt(state.meta_params, task.support, state=state.model_state)
         return state.meta_params.params, adapted
 

@@ -55,6 +55,26 @@ def test_bad_device_requests_are_named():
         par.task_mesh(0)
 
 
+def test_a_mesh_or_axis_name_the_step_cannot_use_is_named():
+    import jax
+    import optax
+
+    import metax
+    import metax.parallel as par
+
+    learner = metax.maml(
+        lambda p, b: ((p * b["x"]) ** 2).mean(), inner_opt=optax.sgd(0.1), num_steps=1
+    )
+    mesh = jax.make_mesh((1, 1), ("tasks", "model"))
+    with pytest.raises(ValueError, match=r"one-axis mesh; this one has axes \('tasks', 'model'\)"):
+        par.data_parallel(learner, optax.sgd(0.1), mesh)
+    step = metax.meta_step(learner, optax.sgd(0.1), axis_name="hosts")  # no mesh binds "hosts"
+    tasks = metax.Task(support={"x": jax.numpy.ones((2, 3))}, query={"x": jax.numpy.ones((2, 3))})
+    mp = learner.init(jax.numpy.ones(()))
+    with pytest.raises(NameError, match="unbound axis name: hosts"):
+        jax.jit(step)(mp, optax.sgd(0.1).init(mp), tasks)
+
+
 def metax_on_host_devices(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}"}
     return subprocess.run(

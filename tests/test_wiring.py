@@ -18,7 +18,7 @@ from metax.data import EpisodeSpec, load_omniglot, make_split, sample_episode
 from metax.train import Checkpointer, NonFiniteLossError, OmniglotConfig, SinusoidConfig, train
 from metax.train.loop import TrainState, fit
 from metax.train.metrics import MetricsLog
-from metax.train.run import build, initial_state, load, step_selector
+from metax.train.run import build, initial_state, load, step_selector, task_keys
 
 NPZ = Path(__file__).parents[1].parent / "shared" / "data" / "omniglot" / "omniglot_105.npz"
 needs_omniglot = pytest.mark.skipif(not NPZ.is_file(), reason=f"real Omniglot not found at {NPZ}")
@@ -49,7 +49,7 @@ def test_derivative_order_annealing_is_first_order_then_exact():
     config = dataclasses.replace(SIN, algo="maml", first_order_epochs=1)
     run = build(config)
     state = initial_state(run)
-    tasks = run.family.sample(jax.random.fold_in(jax.random.key(config.seed), 0))
+    tasks = jax.vmap(run.family.sample_task)(task_keys(config, 0))
 
     def reference(first_order):  # built here, not taken from the run
         spec = run.family.model_spec()
@@ -140,7 +140,9 @@ def test_no_test_character_or_alphabet_reaches_the_training_pool(data, split):
     run = build(OmniglotConfig(data=str(NPZ), split=split), data=data)
     pools = run.family.pools
     for name in ("train", "val", "test"):  # the pools are the split's characters
-        np.testing.assert_array_equal(pools[name], data.images[getattr(parts, name)])
+        images, alphabet = pools[name]
+        np.testing.assert_array_equal(images, data.images[getattr(parts, name)])
+        np.testing.assert_array_equal(alphabet, data.alphabet[getattr(parts, name)])
     assert not set(parts.train) & set(parts.test) and not set(parts.val) & set(parts.test)
     if split == "alphabet":  # whole alphabets apart: Lake's 20 evaluation alphabets test
         train_alphabets = set(data.alphabet[parts.train]) | set(data.alphabet[parts.val])
@@ -157,7 +159,7 @@ def test_maml_pp_scores_each_query_image_without_the_others_statistics(data):
     )
     run = build(config, data=data)
     state = initial_state(run)
-    task = sample_episode(jax.random.key(0), run.family.pools["train"], EpisodeSpec(5, 1, 2))
+    task = sample_episode(jax.random.key(0), run.family.pools["train"][0], EpisodeSpec(5, 1, 2))
 
     def loss_of(indices, learner=run.learner, state=state):
         query = jax.tree.map(lambda x: x[jnp.asarray(indices)], task.query)
@@ -217,7 +219,7 @@ def test_split_and_backbone_options_run_through_the_real_train_path(data, tmp_pa
             and "Conv3x3_0" not in state.meta_params.params
         )
     else:
-        test_images = run.family.pools["test"]
+        test_images = run.family.pools["test"][0]
         assert test_images.shape[0] == int(
             (~data.is_background).sum()
         )  # Lake's 659 evaluation characters

@@ -26,23 +26,60 @@ class EpisodeSpec(NamedTuple):
       queries: query examples per class.
       rotate: treat each class rotated by 0, 90, 180, 270 degrees as four classes
         (Omniglot's augmentation of meta-training classes; off for val/test).
+      within_alphabet: draw all classes of an episode from one alphabet, as in Lake
+        et al.'s one-shot task (the alphabet drawn uniformly among those with at
+        least ``ways`` classes); otherwise from the whole pool.
     """
 
     ways: int
     shots: int
     queries: int
     rotate: bool = False
+    within_alphabet: bool = False
 
 
 def check_episode_spec(
-    spec: EpisodeSpec, num_classes: int, num_drawers: int, *, name: str = "pool"
+    spec: EpisodeSpec,
+    num_classes: int,
+    num_drawers: int,
+    *,
+    name: str = "pool",
+    alphabet: np.ndarray | None = None,
+    alphabet_names: tuple[str, ...] | None = None,
 ) -> None:
-    """Raises a ValueError, before anything is compiled, if ``spec`` cannot be sampled."""
+    """Raises a ValueError, before anything is compiled, if ``spec`` cannot be sampled.
+
+    Args:
+      spec: the episode shape.
+      num_classes: classes in the pool.
+      num_drawers: examples per class.
+      name: the pool's name in messages.
+      alphabet: ``int [num_classes]`` alphabet of each class (within-alphabet episodes).
+      alphabet_names: names of the alphabet ids, for messages.
+    """
     for field in ("ways", "shots", "queries"):
         value = getattr(spec, field)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{field} must be a positive integer, got {value!r}.")
     pool = num_classes * (4 if spec.rotate else 1)
+    if spec.within_alphabet:
+        if alphabet is None or len(alphabet) != num_classes:
+            raise ValueError(
+                f"within-alphabet episodes need the alphabet of each class of the {name}."
+            )
+        ids, counts = np.unique(np.asarray(alphabet), return_counts=True)
+        largest = int(np.argmax(counts))
+        pool = int(counts[largest]) * (4 if spec.rotate else 1)
+        label = (
+            alphabet_names[ids[largest]]
+            if alphabet_names is not None
+            else f"alphabet {ids[largest]}"
+        )
+        if spec.ways > pool:
+            raise ValueError(
+                f"ways={spec.ways} is more than the largest alphabet of the {name} has classes: "
+                f"{label}, {counts[largest]} characters{' x 4 rotations' if spec.rotate else ''}."
+            )
     if spec.ways > pool:
         raise ValueError(
             f"ways={spec.ways} is more than the {pool} classes of the {name} "
@@ -55,10 +92,14 @@ def check_episode_spec(
         )
 
 
-def sample_episode(key: jax.Array, images: jax.Array, spec: EpisodeSpec) -> Task:
+def sample_episode(
+    key: jax.Array, images: jax.Array, spec: EpisodeSpec, *, alphabet: np.ndarray | None = None
+) -> Task:
     """Draws one episode from ``images`` (``uint8 [classes, drawers, H, W]``).
 
-    Classes are distinct within the episode (drawn without replacement); each class
+    Classes are distinct within the episode (drawn without replacement); with
+    ``spec.within_alphabet`` they all come from one alphabet of ``alphabet`` (a host
+    array, ``int [classes]``), drawn uniformly among those with enough classes; each class
     gets ``shots + queries`` distinct drawers, the first ``shots`` for the support
     set; labels ``0..ways-1`` go to the classes in their (random) drawing order, so
     the class-to-label map is a fresh random permutation every episode.
@@ -68,10 +109,14 @@ def sample_episode(key: jax.Array, images: jax.Array, spec: EpisodeSpec) -> Task
       [0, 1], "y": int32 [ways*shots]}``, ``query`` likewise with ``ways*queries``.
     """
     num_classes, num_drawers = images.shape[:2]
+    if spec.within_alphabet:
+        key, k_alphabet = jax.random.split(key)
     k_cls, k_draw = jax.random.split(key)
-    pool = num_classes * (4 if spec.rotate else 1)
-    picked = _distinct(k_cls, pool, spec.ways)
-    cls, rot = picked % num_classes, picked // num_classes
+    if spec.within_alphabet:
+        cls, rot = _within_alphabet(k_alphabet, k_cls, alphabet, spec)
+    else:
+        picked = _distinct(k_cls, num_classes * (4 if spec.rotate else 1), spec.ways)
+        cls, rot = picked % num_classes, picked // num_classes
     n = spec.shots + spec.queries
     drawers = jax.vmap(lambda k: _distinct(k, num_drawers, n))(jax.random.split(k_draw, spec.ways))
     x = model_input(images[cls[:, None], drawers])  # [ways, n, H, W, 1]
@@ -84,6 +129,29 @@ def sample_episode(key: jax.Array, images: jax.Array, spec: EpisodeSpec) -> Task
         return {"x": xs, "y": y[:, lo:hi].reshape(-1)}
 
     return Task(support=part(0, spec.shots), query=part(spec.shots, n))
+
+
+def _within_alphabet(
+    k_alphabet: jax.Array, k_cls: jax.Array, alphabet: np.ndarray | None, spec: EpisodeSpec
+) -> tuple[jax.Array, jax.Array]:
+    """``spec.ways`` distinct (class, rotation) pairs of one alphabet with enough of them."""
+    if alphabet is None:
+        raise ValueError("within-alphabet episodes need the alphabet of each class.")
+    rotations = 4 if spec.rotate else 1
+    _, group = np.unique(np.asarray(alphabet), return_inverse=True)
+    members = [np.flatnonzero(group == g) for g in range(group.max() + 1)]
+    members = [m for m in members if len(m) * rotations >= spec.ways]
+    if not members:
+        raise ValueError(f"no alphabet has ways={spec.ways} classes.")
+    width = max(len(m) for m in members)
+    table = np.stack([np.pad(m, (0, width - len(m))) for m in members])  # [alphabets, width]
+    counts = np.array([len(m) for m in members])
+    a = jax.random.randint(k_alphabet, (), 0, len(members))
+    slot = jnp.arange(width * rotations)  # slot = rotation * width + member
+    score = jax.random.uniform(k_cls, slot.shape)
+    score = jnp.where(slot % width < jnp.asarray(counts)[a], score, -1.0)
+    picked = jax.lax.top_k(score, spec.ways)[1]
+    return jnp.asarray(table)[a, picked % width], picked // width
 
 
 def _distinct(key: jax.Array, n: int, k: int) -> jax.Array:
@@ -101,7 +169,14 @@ def _rotate(x: jax.Array, k: jax.Array) -> jax.Array:
     return jax.lax.switch(k, [lambda a, r=r: jnp.rot90(a, r, axes=(-2, -1)) for r in range(4)], x)
 
 
-def sample_episodes(key: jax.Array, images: jax.Array, spec: EpisodeSpec, num_tasks: int) -> Task:
+def sample_episodes(
+    key: jax.Array,
+    images: jax.Array,
+    spec: EpisodeSpec,
+    num_tasks: int,
+    *,
+    alphabet: np.ndarray | None = None,
+) -> Task:
     """``num_tasks`` independent episodes stacked on a leading task axis.
 
     Example:
@@ -111,4 +186,5 @@ def sample_episodes(key: jax.Array, images: jax.Array, spec: EpisodeSpec, num_ta
       >>> t.support["x"].shape, t.query["y"].shape
       ((4, 5, 28, 28, 1), (4, 75))
     """
-    return jax.vmap(lambda k: sample_episode(k, images, spec))(jax.random.split(key, num_tasks))
+    keys = jax.random.split(key, num_tasks)
+    return jax.vmap(lambda k: sample_episode(k, images, spec, alphabet=alphabet))(keys)

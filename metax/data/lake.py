@@ -45,9 +45,10 @@ def read_run(run_dir: Path, *, size: int = 28) -> tuple[np.ndarray, np.ndarray, 
         raise FileNotFoundError(f"no training/classNN.png images in {run_dir}")
     index = {p.name: i for i, p in enumerate(train_paths)}
     test_paths, truth = [], []
-    for number, line in enumerate(labels_file.read_text().split("\n"), 1):
-        if not line.strip():
-            continue
+    lines = [
+        (n, line) for n, line in enumerate(labels_file.read_text().split("\n"), 1) if line.strip()
+    ]
+    for number, line in lines:
         parts = line.split()
         if len(parts) != 2 or _CLASS.search(parts[1]) is None:
             raise ValueError(
@@ -60,6 +61,11 @@ def read_run(run_dir: Path, *, size: int = 28) -> tuple[np.ndarray, np.ndarray, 
             )
         test_paths.append(run_dir / "test" / item)
         truth.append(index[cls])
+    unnamed = sorted(set(index) - {train_paths[k].name for k in truth})
+    if unnamed:
+        raise ValueError(
+            f"{run_dir}/training/{unnamed[0]} is named by no line of {labels_file} (an extra class image?)"
+        )
     missing = [p for p in test_paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"missing test images: {[str(p) for p in missing[:5]]}")
@@ -83,11 +89,18 @@ def read_runs(runs_dir: str | Path, *, size: int = 28) -> dict[str, Task]:
 
     Raises:
       FileNotFoundError: no ``run*`` folders, or a missing file (named).
-      ValueError: a malformed ``class_labels.txt`` line (named with its number).
+      ValueError: a malformed ``class_labels.txt`` line (named with its number), a
+        training image that no line names, or runs of different numbers of classes.
     """
     episodes = {}
     for run_dir in run_folders(runs_dir):
         train_x, test_x, truth = read_run(run_dir, size=size)
+        first = next(iter(episodes.values()), None)
+        if first is not None and len(first.support["y"]) != len(train_x):
+            raise ValueError(
+                f"{run_dir} has {len(train_x)} training images but the runs before it "
+                f"{len(first.support['y'])}: every run must be the same N-way task."
+            )
         episodes[run_dir.name] = Task(
             support={"x": model_input(train_x), "y": np.arange(len(train_x), dtype=np.int32)},
             query={"x": model_input(test_x), "y": truth.astype(np.int32)},

@@ -9,6 +9,7 @@ from metax.nn.conv import conv3x3_kernel_grad as conv3x3_kernel_grad
 from metax.nn.conv import conv3x3_patches as conv3x3_patches
 from metax.nn.conv import conv3x3_patches_autodiff as conv3x3_patches_autodiff
 from metax.nn.conv4 import Conv4 as Conv4
+from metax.nn.losses import classification_loss as classification_loss
 from metax.nn.masks import batch_norm_mask as batch_norm_mask
 from metax.nn.masks import layer_mask as layer_mask
 from metax.nn.mlp import MLP as MLP
@@ -27,6 +28,7 @@ __all__ = [
     "ResNet12",
     "StepBatchNorm",
     "batch_norm_mask",
+    "classification_loss",
     "conv3x3_kernel_grad",
     "conv3x3_patches",
     "conv3x3_patches_autodiff",

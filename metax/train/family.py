@@ -55,8 +55,8 @@ class TaskFamily(Protocol):
     def init(self, key: jax.Array) -> tuple[Any, Any]:
         """Fresh ``(params, model_state)``; the state is ``None`` for stateless models."""
 
-    def sample(self, key: jax.Array) -> metax.Task:
-        """One meta-batch of training tasks (traceable: runs inside the jitted step)."""
+    def sample_task(self, key: jax.Array) -> metax.Task:
+        """One training task from its key (traceable: runs inside the jitted step)."""
 
     def validate(self, learner: metax.MetaLearner, meta_params, model_state) -> dict[str, float]:
         """Quick validation metrics, logged every ``eval_every`` meta-steps."""

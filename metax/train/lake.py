@@ -13,13 +13,16 @@ from metax.train.config import load_config
 from metax.train.run import CONFIGS, load
 
 
-def evaluate_lake(runs_dir: str | Path, checkpoint: str | Path) -> dict[str, Any]:
+def evaluate_lake(
+    runs_dir: str | Path, checkpoint: str | Path, *, per_image: bool = False
+) -> dict[str, Any]:
     """Error rate per run and overall of the Omniglot model in the run directory ``checkpoint``.
 
     Each run is one episode: fine-tune on its training images as the model's test
-    episodes are fine-tuned, then classify its test images. The model must have been
-    meta-trained as ``len(training images)``-way 1-shot. Restoring it needs no
-    training data.
+    episodes are fine-tuned, then classify its test images, all at once (transductive
+    with batch statistics) and, with ``per_image``, also each image alone (see
+    ``Omniglot.episode_logits``). The model must have been meta-trained as
+    ``len(training images)``-way 1-shot. Restoring it needs no training data.
     """
     run_folders(runs_dir)  # the runs first: they are the argument most often wrong
     config = load_config(CONFIGS, Path(checkpoint) / "config.json")
@@ -35,17 +38,15 @@ def evaluate_lake(runs_dir: str | Path, checkpoint: str | Path) -> dict[str, Any
             f"{config.shots}-shot; train with --ways {ways} --shots 1."
         )
     run, state = load(checkpoint)
-    logits = jax.jit(
-        lambda task: run.family.episode_logits(
-            run.learner, state.meta_params, state.model_state, task
+    results: dict[str, Any] = {"checkpoint": str(checkpoint)}
+    for scoring in ("transductive", "per_image")[: 1 + per_image]:
+        logits = jax.jit(
+            lambda task, p=scoring == "per_image": run.family.episode_logits(
+                run.learner, state.meta_params, state.model_state, task, per_image=p
+            )
         )
-    )
-    per_run = {}
-    for name, task in episodes.items():
-        predicted = np.argmax(logits(task), -1)
-        per_run[name] = float(np.mean(predicted != task.query["y"]))
-    return {
-        "runs": per_run,
-        "error_rate": float(np.mean(list(per_run.values()))),
-        "checkpoint": str(checkpoint),
-    }
+        errors = {
+            n: float(np.mean(np.argmax(logits(t), -1) != t.query["y"])) for n, t in episodes.items()
+        }
+        results[scoring] = {"runs": errors, "error_rate": float(np.mean(list(errors.values())))}
+    return results

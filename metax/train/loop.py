@@ -140,5 +140,10 @@ def _progress_bar(start: int, total: int, *, enabled: bool):
 
 
 def abstract_like(state: TrainState) -> TrainState:
-    """Shape/dtype skeleton of ``state`` (the restore target)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), state)
+    """Shape/dtype (and sharding) skeleton of ``state``: the restore target."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(
+            jnp.shape(x), jnp.result_type(x), sharding=getattr(x, "sharding", None)
+        ),
+        state,
+    )

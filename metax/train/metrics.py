@@ -33,14 +33,17 @@ class MetricsLog:
     """Appends one JSON object per line to ``path``.
 
     On resume, :meth:`truncate_after` drops records past the restored step, so the
-    log of a resumed run reads as if it had never stopped.
+    log of a resumed run reads as if it had never stopped. With ``read_only`` (every
+    process of a multi-process run but the first) writes are skipped.
     """
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, *, read_only: bool = False):
+        self.path, self.read_only = Path(path), read_only
 
     def write(self, record: dict[str, Any]) -> None:
         """Appends ``record`` and flushes it to disk."""
+        if self.read_only:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -58,5 +61,7 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         """Keeps only records with ``record["step"] <= step``."""
+        if self.read_only:
+            return
         kept = [r for r in self.read() if r.get("step", 0) <= step]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))

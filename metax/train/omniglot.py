@@ -10,15 +10,22 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import metax
 from metax._src.loss_forms import LossForm
-from metax.data.episodes import EpisodeSpec, check_episode_spec, sample_episode, sample_episodes
+from metax.data.episodes import EpisodeSpec, check_episode_spec, sample_episode
 from metax.data.omniglot import Omniglot as OmniglotData
 from metax.data.sources import load_omniglot
 from metax.data.splits import SPLITS, make_split
-from metax.nn import BN_POLICIES, CONV_STRATEGIES, Conv4, ResNet12, batch_norm_mask, layer_mask
+from metax.nn import (
+    BN_POLICIES,
+    CONV_STRATEGIES,
+    Conv4,
+    ResNet12,
+    batch_norm_mask,
+    classification_loss,
+    layer_mask,
+)
 from metax.train import plots
 from metax.train.algorithms import ALGORITHMS
 from metax.train.config import RunConfig
@@ -40,6 +47,8 @@ class OmniglotConfig(RunConfig):
       split: maml (1,100 train / 100 val / 423 test characters, alphabets mixed) or
         alphabet (Lake's evaluation alphabets for test, 5 background alphabets for val).
       ways: classes per episode (N).
+      episodes: mixed (an episode's classes from the whole split) or within_alphabet
+        (from one alphabet, as in Lake et al.'s task; training, validation and test).
       image_size: side length the images are resized to.
       features: filters of Conv-4 (ResNet-12: widths features x (1, 2.5, 5, 10)).
       backbone: conv4 or resnet12.
@@ -55,6 +64,7 @@ class OmniglotConfig(RunConfig):
     choices: ClassVar[dict[str, tuple[str, ...]]] = {
         "algo": tuple(ALGORITHMS),
         "split": SPLITS,
+        "episodes": ("mixed", "within_alphabet"),
         "backbone": ("conv4", "resnet12"),
         "bn_policy": ("auto", *BN_POLICIES),
         "inner_bn": ("adapt", "freeze"),
@@ -71,34 +81,13 @@ class OmniglotConfig(RunConfig):
     eval_seed: int = 4321
     steps_per_epoch: int = 500
     ways: int = 5
+    episodes: str = "mixed"
     image_size: int = 28
     features: int = 64
     backbone: str = "conv4"
     bn_policy: str = "auto"
     inner_bn: str = "adapt"
     conv_strategy: str = "auto"
-
-
-def cross_entropy_loss(model, *, train: bool, form: LossForm):
-    """Mean cross-entropy with accuracy as aux, in the loss form ``form`` describes."""
-
-    def loss(params, *args):
-        state = args[0] if form.stateful else None
-        batch = args[1] if form.stateful else args[0]
-        step = args[-1] if form.takes_step else 0
-        variables = {"params": params, **({"batch_stats": state} if form.stateful else {})}
-        if form.stateful and train:
-            logits, updates = model.apply(
-                variables, batch["x"], step=step, train=True, mutable=["batch_stats"]
-            )
-            state = updates["batch_stats"]
-        else:
-            logits = model.apply(variables, batch["x"], step=step, train=train)
-        value = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-        aux = {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["y"])}
-        return (value, (state, aux)) if form.stateful else (value, aux)
-
-    return loss
 
 
 class Omniglot(TaskFamily):
@@ -130,20 +119,31 @@ class Omniglot(TaskFamily):
             has_aux=True, stateful=policy == "per_step", takes_step=policy != "batch"
         )
         self.example = jnp.zeros((2, config.image_size, config.image_size, 1))  # for init
-        self.train_spec = EpisodeSpec(config.ways, config.shots, config.queries, rotate=True)
-        self.eval_spec = EpisodeSpec(config.ways, config.shots, config.eval_queries)
+        within = config.episodes == "within_alphabet"
+        shape = (config.ways, config.shots)
+        self.train_spec = EpisodeSpec(*shape, config.queries, rotate=True, within_alphabet=within)
+        self.eval_spec = EpisodeSpec(*shape, config.eval_queries, within_alphabet=within)
 
     @functools.cached_property
-    def pools(self) -> dict[str, jax.Array]:
-        """The train, val and test characters' images on the device, checked against the episodes."""
+    def pools(self) -> dict[str, tuple[jax.Array, np.ndarray]]:
+        """Each part's images on the device and alphabets, checked against the episodes."""
         data = self._data or load_omniglot(self.config.data, size=self.config.image_size)
         split = make_split(self.config.split, data)
-        drawers = data.images.shape[1]
-        check_episode_spec(self.train_spec, len(split.train), drawers, name="meta-training split")
-        for name in ("val", "test"):
-            count = len(getattr(split, name))
-            check_episode_spec(self.eval_spec, count, drawers, name=f"{name} split")
-        return {name: jnp.asarray(data.images[getattr(split, name)]) for name in split._fields}
+        for name, classes in split._asdict().items():
+            spec = self.train_spec if name == "train" else self.eval_spec
+            part = "meta-training" if name == "train" else name
+            check_episode_spec(
+                spec,
+                len(classes),
+                data.images.shape[1],
+                name=f"{part} split",
+                alphabet=data.alphabet[classes],
+                alphabet_names=data.alphabet_names,
+            )
+        return {
+            name: (jnp.asarray(data.images[c]), data.alphabet[c])
+            for name, c in split._asdict().items()
+        }
 
     def check(self) -> None:
         """Loads the data and checks the episode shapes (before anything compiles)."""
@@ -152,12 +152,13 @@ class Omniglot(TaskFamily):
     def model_spec(self) -> ModelSpec:
         """Cross-entropy in the batch-norm policy's loss form; ``inner_bn`` as the adapt mask."""
         options = {**self.form._asdict()}
+        flags = {"stateful": self.form.stateful, "takes_step": self.form.takes_step}
         if self.form.stateful:  # the query is normalised with the support statistics
-            options["query_loss_fn"] = cross_entropy_loss(self.model, train=False, form=self.form)
+            options["query_loss_fn"] = classification_loss(self.model, train=False, **flags)
         bn = batch_norm_mask(self.model, self.example)
         freeze = self.config.inner_bn == "freeze"
         return ModelSpec(
-            cross_entropy_loss(self.model, train=True, form=self.form),
+            classification_loss(self.model, train=True, **flags),
             options,
             adapt_mask=jax.tree.map(lambda is_bn: not is_bn, bn) if freeze else None,
             head_mask=layer_mask(bn, {"Dense_0"}),
@@ -170,36 +171,43 @@ class Omniglot(TaskFamily):
             variables.get("batch_stats", {}) if self.form.stateful else None
         )
 
-    def sample(self, key: jax.Array) -> metax.Task:
-        """``meta_batch`` training episodes with rotation augmentation, drawn on the device."""
-        return sample_episodes(key, self.pools["train"], self.train_spec, self.config.meta_batch)
+    def sample_task(self, key: jax.Array) -> metax.Task:
+        """A training episode with rotation augmentation, drawn on the device."""
+        images, alphabet = self.pools["train"]
+        return sample_episode(key, images, self.train_spec, alphabet=alphabet)
 
     def episode_logits(
-        self, learner: metax.MetaLearner, meta_params, model_state, task: metax.Task
+        self, learner, meta_params, model_state, task: metax.Task, *, per_image: bool = False
     ) -> jax.Array:
         """Query logits after fine-tuning on the support set for ``eval_inner_steps`` steps.
 
         With the per-step policy the query is normalised with the support statistics of
-        the last step, as in meta-training; otherwise with its own batch statistics.
+        the last step, as in meta-training. Otherwise with batch statistics: of the whole
+        query set (transductive), or with ``per_image`` of the support set plus that one
+        image, so that no other query image influences its score.
         """
         steps = self.config.eval_inner_steps
         adapted, info = learner.adapt(meta_params, task.support, num_steps=steps, state=model_state)
         variables = {"params": adapted}
         if self.form.stateful:
             variables["batch_stats"] = info.state
-        return self.model.apply(
-            variables, task.query["x"], step=steps - 1, train=not self.form.stateful
+        apply = functools.partial(
+            self.model.apply, variables, step=steps - 1, train=not self.form.stateful
         )
+        if not per_image or self.form.stateful:
+            return apply(task.query["x"])
+        with_support = lambda x: apply(jnp.concatenate([task.support["x"], x[None]]))[-1]  # noqa: E731
+        return jax.vmap(with_support)(task.query["x"])
 
     def accuracies(self, learner, meta_params, model_state, *, pool: str, num_tasks: int):
         """Query accuracy of ``num_tasks`` episodes of ``pool``, the same for every run."""
-        images = self.pools[pool]
+        images, alphabet = self.pools[pool]
         seed = self.config.eval_seed + (0 if pool == "test" else 1)
         # keys split in blocks of 50, as metax 0.1 drew them: the same episodes as before
         keys = jax.random.split(jax.random.key(seed), -(-num_tasks // 50) * 50)[:num_tasks]
 
         def accuracy(meta_params, model_state, key):
-            task = sample_episode(key, images, self.eval_spec)
+            task = sample_episode(key, images, self.eval_spec, alphabet=alphabet)
             logits = self.episode_logits(learner, meta_params, model_state, task)
             return jnp.mean(jnp.argmax(logits, -1) == task.query["y"])
 

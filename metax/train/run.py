@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 import metax
@@ -63,23 +64,25 @@ def initial_state(run: Run) -> TrainState:
 def step_selector(run: Run) -> Callable[[int], StepFn]:
     """``step_for(i)``: the jitted meta-step to run at meta-step ``i``.
 
-    Each step samples its tasks from ``fold_in(key(seed), step)`` inside the jitted
-    program and passes the multi-step-loss weights of its epoch as an array (never
+    Each step samples its tasks from :func:`task_keys` inside the jitted program (each
+    device its own share) and passes the multi-step-loss weights of its epoch as an array (never
     recompiling); learners that do not use them ignore them. Under derivative-order
     annealing there are two steps, each compiled once.
     """
-    config = run.config
-    base_key = jax.random.key(config.seed)
+    config, sample = run.config, run.family.sample_task
 
     def make_step(learner: metax.MetaLearner) -> StepFn:
-        split = {} if run.mesh is None else {"mesh": run.mesh}
-        meta_step = (parallel.data_parallel if split else metax.meta_step)(
-            learner, run.outer_opt, chunk_size=config.chunk_size, **split
-        )
+        if run.mesh is None:
+            step = metax.meta_step(learner, run.outer_opt, chunk_size=config.chunk_size)
+            meta_step = lambda mp, os, keys, **ex: step(mp, os, jax.vmap(sample)(keys), **ex)  # noqa: E731
+        else:
+            meta_step = parallel.data_parallel(
+                learner, run.outer_opt, run.mesh, chunk_size=config.chunk_size, sample=sample
+            )
 
         @jax.jit
         def train_step(state: TrainState):
-            tasks = run.family.sample(jax.random.fold_in(base_key, state.step))
+            tasks = task_keys(config, state.step)
             weights = metax.msl_weights(
                 config.inner_steps,
                 state.step / config.steps_per_epoch,
@@ -98,6 +101,13 @@ def step_selector(run: Run) -> Callable[[int], StepFn]:
 
     steps = {id(learner): make_step(learner) for learner in run.learners[:2]}
     return lambda i: steps[id(run.learners.for_epoch(i // config.steps_per_epoch))]
+
+
+def task_keys(config: RunConfig, step: jax.Array) -> jax.Array:
+    """The keys of meta-step ``step``'s tasks, one per task, from ``seed`` alone."""
+    return jax.random.split(
+        jax.random.fold_in(jax.random.key(config.seed), step), config.meta_batch
+    )
 
 
 def train(
@@ -133,16 +143,20 @@ def train(
         config = dataclasses.replace(saved, steps=config.steps)
     run = build(config, **family_options)
     run.family.check()
-    out = prepare_run_dir(out, resume=resume, overwrite=overwrite)
-    (out / "config.json").write_text(config.to_json())
+    main = jax.process_index() == 0  # of several processes, one writes files and evaluates
+    if main:
+        prepare_run_dir(out, resume=resume, overwrite=overwrite)
+        (Path(out) / "config.json").write_text(config.to_json())
+    parallel.barrier("run directory ready")
+    out = Path(out)
     checkpointer = Checkpointer(out / "checkpoints")
-    metrics = MetricsLog(out / "metrics.jsonl")
+    metrics = MetricsLog(out / "metrics.jsonl", read_only=not main)
     state = initial_state(run)
+    if run.mesh is not None:  # on the mesh from the start: the step compiles once
+        state = jax.device_put(jax.tree.map(np.asarray, state), parallel.replicated(run.mesh))
     if resume and checkpointer.latest_step() is not None:
         state = checkpointer.restore(abstract_like(state))
         metrics.truncate_after(int(state.step))
-    if run.mesh is not None:  # on the mesh from the start: the step compiles once
-        state = jax.device_put(state, parallel.replicated(run.mesh))
     tic = time.perf_counter()
     try:
         state = fit(
@@ -151,15 +165,18 @@ def train(
             config,
             checkpointer=checkpointer,
             metrics=metrics,
-            validate=lambda s: _validate(run, _one_device(s)),
-            progress=progress,
-            log_extra=run.family.train_metrics,
+            validate=(lambda s: _validate(run, _one_device(s))) if main else None,
+            progress=progress and main,
+            log_extra=lambda info: run.family.train_metrics(parallel.gather(info)),
         )
     finally:
         checkpointer.close()
-    results = evaluate(run, _one_device(state), out)
-    results["train_seconds_this_session"] = round(time.perf_counter() - tic, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    results = {"process_index": jax.process_index()}
+    if main:
+        results = evaluate(run, _one_device(state), out)
+        results["train_seconds_this_session"] = round(time.perf_counter() - tic, 1)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+    parallel.barrier("results written")
     return results
 
 
@@ -168,8 +185,8 @@ def _validate(run: Run, state: TrainState) -> dict[str, float]:
 
 
 def _one_device(state: TrainState) -> TrainState:
-    """``state`` on the default device: evaluation runs on one, whatever the training mesh."""
-    return jax.device_put(state, jax.devices()[0])
+    """``state`` (replicated) on one local device: evaluation runs on one, whatever the mesh."""
+    return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, state)
 
 
 def evaluate(run: Run, state: TrainState, out: Path | None = None) -> dict[str, Any]:
@@ -195,13 +212,18 @@ def load(out: str | Path, *, step: int | None = None, **overrides: Any) -> tuple
     """A run directory's run and its checkpoint at ``step`` (default: the latest).
 
     ``overrides`` change config fields for evaluation (e.g. ``test_tasks=6000``,
-    ``eval_queries=15``); ``data=`` (Omniglot) is handed to the family. No data are
-    loaded until the family needs them.
+    ``eval_queries=15``, ``data="omniglot.npz"``); ``data=`` an already loaded
+    dataset is handed to the family. No data are loaded until the family needs them.
     """
     out = Path(out)
-    family_options = {k: overrides.pop(k) for k in ("data",) if k in overrides}
-    config = dataclasses.replace(load_config(CONFIGS, out / "config.json"), **overrides)
-    run = build(config, **family_options)
+    loaded = not isinstance(overrides.get("data", ""), str)
+    family_options = {"data": overrides.pop("data")} if loaded else {}
+    config = load_config(CONFIGS, out / "config.json")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(config)}
+    if unknown:
+        raise ValueError(f"a {config.family} run has no settings {sorted(unknown)}")
+    # restored onto one device (evaluation runs on one, whatever mesh trained the run)
+    run = build(dataclasses.replace(config, devices=1, **overrides), **family_options)
     checkpointer = Checkpointer(out / "checkpoints")
     try:
         state = checkpointer.restore(abstract_like(initial_state(run)), step)

@@ -72,10 +72,11 @@ class Sinusoid(TaskFamily):
         """Fresh MLP parameters; no model state."""
         return self.model.init(key, jnp.zeros((1, 1)))["params"], None
 
-    def sample(self, key: jax.Array) -> metax.Task:
-        """A meta-batch of ``meta_batch`` tasks of ``shots`` + ``queries`` points."""
+    def sample_task(self, key: jax.Array) -> metax.Task:
+        """One task of ``shots`` + ``queries`` points."""
         c = self.config
-        return sample_sinusoid_tasks(key, c.meta_batch, shots=c.shots, queries=c.queries).tasks
+        tasks = sample_sinusoid_tasks(key, 1, shots=c.shots, queries=c.queries).tasks
+        return jax.tree.map(lambda x: x[0], tasks)
 
     def mse_after_each_step(self, learner, meta_params, *, num_tasks: int, num_steps: int):
         """``[num_tasks, num_steps + 1]`` query MSE after 0..num_steps fine-tuning steps.
