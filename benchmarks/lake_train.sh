@@ -1,4 +1,11 @@
-cd /work/main && exec nice -n 5 .venv/bin/metax train omniglot --data ../shared/data/omniglot/omniglot_105.npz \
+#!/usr/bin/env bash
+# Meta-trains the Lake model: 20-way 1-shot within-alphabet episodes of the background
+# alphabets (alphabet split), MAML++ with per-step batch norm (support statistics, so a
+# test image is scored alone), first-order for the first 500 steps.
+#   DATA=path/to/omniglot_105.npz bash benchmarks/lake_train.sh [--resume | --overwrite]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec nice -n 5 .venv/bin/metax train omniglot --data "${DATA:?set DATA to an Omniglot npz}" \
   --split alphabet --episodes within_alphabet --ways 20 --shots 1 --queries 1 \
   --algo maml++ --bn-policy per_step --inner-steps 5 --inner-lr 0.1 --meta-batch 16 \
   --steps 1500 --steps-per-epoch 250 --msl-anneal-epochs 4 --first-order-epochs 2 \
