@@ -1,8 +1,8 @@
-"""Alpha-MAML against a badly chosen inner rate (sinusoid, 10-shot, MSE after one step).
+"""Alpha-MAML against badly chosen inner rates (sinusoid, 10-shot, MSE after one step).
 
-MAML at Finn et al.'s inner rate 0.01, MAML at 0.001 (10x too small) and Alpha-MAML
-starting from 0.001 (inner rates learned by their hypergradient, outer rate by SGD-HD),
-each ``metax train sinusoid`` on the same 600 test tasks.
+MAML at Finn et al.'s inner rate 0.01, and MAML and Alpha-MAML (inner rates learned
+by their hypergradient with SGD, outer rate by Adam-HD) from rates 10x too small, 100x
+too small and 10x too large, each ``metax train sinusoid`` on the same 600 test tasks.
 
     .venv/bin/python benchmarks/alpha_maml_rates.py --out runs/alpha [--steps 70000]
 """
@@ -18,8 +18,12 @@ from metax.train import load
 
 RUNS = {
     "maml, inner rate 0.01 (tuned)": ["--algo", "maml", "--inner-lr", "0.01"],
-    "maml, inner rate 0.001": ["--algo", "maml", "--inner-lr", "0.001"],
-    "alpha-maml, from 0.001": ["--algo", "alpha-maml", "--inner-lr", "0.001", "--outer-lr", "0.01"],
+    "maml, inner rate 0.001 (10x too small)": ["--algo", "maml", "--inner-lr", "0.001"],
+    "alpha-maml, from 0.001": ["--algo", "alpha-maml", "--inner-lr", "0.001"],
+    "maml, inner rate 0.0001 (100x too small)": ["--algo", "maml", "--inner-lr", "0.0001"],
+    "alpha-maml, from 0.0001": ["--algo", "alpha-maml", "--inner-lr", "0.0001"],
+    "maml, inner rate 0.1 (10x too large)": ["--algo", "maml", "--inner-lr", "0.1"],
+    "alpha-maml, from 0.1": ["--algo", "alpha-maml", "--inner-lr", "0.1"],
 }
 
 

@@ -19,6 +19,8 @@ from metax._src.fast_slow import anil as anil
 from metax._src.fast_slow import boil as boil
 from metax._src.fast_slow import cavia as cavia
 from metax._src.hypergradient import HypergradientState as HypergradientState
+from metax._src.hypergradient import hypergradient as hypergradient
+from metax._src.hypergradient import hypergradient_adam as hypergradient_adam
 from metax._src.hypergradient import hypergradient_sgd as hypergradient_sgd
 from metax._src.imaml import ImplicitInfo as ImplicitInfo
 from metax._src.imaml import imaml as imaml
@@ -58,6 +60,8 @@ __all__ = [
     "boil",
     "cavia",
     "derivative_order_annealing",
+    "hypergradient",
+    "hypergradient_adam",
     "hypergradient_sgd",
     "imaml",
     "maml",

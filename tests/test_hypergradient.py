@@ -1,4 +1,4 @@
-"""hypergradient_sgd: its hypergradient is the derivative of the loss w.r.t. the rate."""
+"""SGD-HD and Adam-HD: the hypergradient is the derivative of the loss w.r.t. the rate."""
 
 import jax
 import jax.numpy as jnp
@@ -12,42 +12,47 @@ from tests.test_closed_form import mlp_loss
 from tests.test_meta_step import init_mlp, sample_tasks
 
 
-def test_hypergradient_is_the_derivative_of_the_loss_wrt_the_rate(x64):
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_hypergradient_is_the_derivative_of_the_loss_wrt_the_rate(x64, kind):
     """After each update, ``state.hypergradient`` is ``d f(params_t) / d lr`` for the
     step that produced ``params_t``: a central finite difference in the rate agrees,
-    and the rate and parameters follow SGD-HD's recursion."""
+    and the rate and parameters follow the HD recursion (SGD-HD and Adam-HD)."""
     rng = np.random.default_rng(0)
     A, c = quad.random_spd(rng), rng.normal(size=quad.DIM)
     f = lambda z: 0.5 * (z - c) @ A @ (z - c)  # noqa: E731
     lr, beta = 0.05, 0.02
-    opt = metax.hypergradient_sgd(lr, hyper_lr=beta)
+    opt = (metax.hypergradient_sgd if kind == "sgd" else metax.hypergradient_adam)(
+        lr, hyper_lr=beta
+    )
+    adam = optax.scale_by_adam()
     z = jnp.asarray(rng.normal(size=quad.DIM))
-    state = opt.init(z)
+    state, adam_state = opt.init(z), adam.init(z)
     assert state.learning_rate.dtype == jnp.float64
 
     def loss_after_step(start, direction, rate):
         return f(start - rate * direction)
 
-    previous, previous_grad = None, None
+    previous, previous_direction = None, None
     for _ in range(4):
         g = jax.grad(f)(z)
         updates, state = opt.update(g, state)
         if previous is None:
             assert state.hypergradient == 0 and state.learning_rate == lr
         else:
-            # z = previous - lr * previous_grad, with lr the rate of that step: vary it.
+            # z = previous - lr * previous_direction, with lr the rate of that step: vary it.
             eps = 1e-6
             finite_difference = (
-                loss_after_step(previous, previous_grad, lr + eps)
-                - loss_after_step(previous, previous_grad, lr - eps)
+                loss_after_step(previous, previous_direction, lr + eps)
+                - loss_after_step(previous, previous_direction, lr - eps)
             ) / (2 * eps)
             np.testing.assert_allclose(state.hypergradient, finite_difference, rtol=1e-7)
             np.testing.assert_allclose(
                 state.learning_rate, lr - beta * finite_difference, rtol=1e-7
             )
         lr = float(state.learning_rate)
-        np.testing.assert_allclose(updates, -lr * g, rtol=1e-15)
-        previous, previous_grad = z, g
+        direction, adam_state = (g, adam_state) if kind == "sgd" else adam.update(g, adam_state)
+        np.testing.assert_allclose(updates, -lr * direction, rtol=1e-15)
+        previous, previous_direction = z, direction
         z = optax.apply_updates(z, updates)
     assert lr != 0.05
 

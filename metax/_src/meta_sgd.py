@@ -68,9 +68,9 @@ def alpha_maml(
     ``MetaParams.hparams``: its meta-gradient is the hypergradient of the query loss
     w.r.t. the inner rate, so any outer optimizer that steps on it adapts the rate
     online. Alpha-MAML also adapts the outer rate by hypergradient descent: pair it
-    with :func:`metax.hypergradient_sgd` for the parameters, e.g.
-    ``optax.partition({"params": metax.hypergradient_sgd(1e-3, 1e-5), "rates":
-    optax.sgd(1e-4)}, metax.MetaParams("params", "rates"))`` (labels by field).
+    with :func:`metax.hypergradient_adam` (or ``_sgd``) for the parameters, e.g.
+    ``optax.partition({"params": metax.hypergradient_adam(1e-3, 1e-7), "rates":
+    optax.sgd(1e-6)}, metax.MetaParams("params", "rates"))`` (labels by field).
 
     Args:
       loss_fn: the loss; see :data:`metax.LossFn` for its forms.

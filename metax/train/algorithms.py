@@ -26,7 +26,7 @@ class Algorithm(NamedTuple):
       learned_rates: the inner rates are meta-parameters (``init_lr``) rather than
         plain SGD's (``inner_opt``).
       outer: ``adam``, ``adam-cosine`` (annealed to 1% over the run) or
-        ``hypergradient`` (:func:`metax.hypergradient_sgd`; inner rates: SGD).
+        ``hypergradient`` (:func:`metax.hypergradient_adam`; inner rates: SGD).
       first_order: a fixed derivative order (FOMAML); ``None`` follows the annealing.
     """
 
@@ -111,7 +111,7 @@ def outer_optimizer(config: RunConfig) -> optax.GradientTransformation:
     if outer == "hypergradient":
         return optax.partition(
             {
-                "params": metax.hypergradient_sgd(config.outer_lr, config.hyper_lr),
+                "params": metax.hypergradient_adam(config.outer_lr, config.outer_hyper_lr),
                 "rates": optax.sgd(config.hyper_lr),
             },
             metax.MetaParams(params="params", hparams="rates"),

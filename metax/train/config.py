@@ -54,7 +54,8 @@ class RunConfig:
       first_order_epochs: derivative-order annealing: first-order epochs before exact ones.
       lam: iMAML's proximal strength (lambda).
       cg_steps: iMAML's conjugate-gradient iterations.
-      hyper_lr: Alpha-MAML's hypergradient rate (of the outer rate and the inner rates).
+      hyper_lr: Alpha-MAML's hypergradient rate of the inner rates (SGD on them).
+      outer_hyper_lr: Alpha-MAML's hypergradient rate of the outer rate (Adam-HD).
       devices: devices of the default backend the meta-batch is split over (metax.parallel).
     """
 
@@ -85,6 +86,7 @@ class RunConfig:
     lam: float = 2.0
     cg_steps: int = 5
     hyper_lr: float = 1e-6
+    outer_hyper_lr: float = 1e-7
     devices: int = 1
 
     def __post_init__(self):
