@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 exec nice -n 5 .venv/bin/metax train omniglot --data "${DATA:?set DATA to an Omniglot npz}" \
   --split alphabet --episodes within_alphabet --ways 20 --shots 1 --queries 1 \
   --algo maml++ --bn-policy per_step --inner-steps 5 --inner-lr 0.1 --meta-batch 16 \
-  --steps 1500 --steps-per-epoch 250 --msl-anneal-epochs 4 --first-order-epochs 2 \
+  --steps 1000 --steps-per-epoch 250 --msl-anneal-epochs 2 --first-order-epochs 2 \
   --eval-inner-steps 5 --eval-every 500 --val-tasks 100 --checkpoint-every 250 --log-every 25 \
   --out runs/lake-20w1s --no-progress "$@"

@@ -28,7 +28,8 @@ class EpisodeSpec(NamedTuple):
         (Omniglot's augmentation of meta-training classes; off for val/test).
       within_alphabet: draw all classes of an episode from one alphabet, as in Lake
         et al.'s one-shot task (the alphabet drawn uniformly among those with at
-        least ``ways`` classes); otherwise from the whole pool.
+        least ``ways`` characters; with ``rotate``, each character in a random
+        rotation); otherwise from the whole pool.
     """
 
     ways: int
@@ -69,7 +70,7 @@ def check_episode_spec(
             )
         ids, counts = np.unique(np.asarray(alphabet), return_counts=True)
         largest = int(np.argmax(counts))
-        pool = int(counts[largest]) * (4 if spec.rotate else 1)
+        pool = int(counts[largest])  # rotations never make one character two classes here
         label = (
             alphabet_names[ids[largest]]
             if alphabet_names is not None
@@ -78,7 +79,7 @@ def check_episode_spec(
         if spec.ways > pool:
             raise ValueError(
                 f"ways={spec.ways} is more than the largest alphabet of the {name} has classes: "
-                f"{label}, {counts[largest]} characters{' x 4 rotations' if spec.rotate else ''}."
+                f"{label}, {counts[largest]} characters."
             )
     if spec.ways > pool:
         raise ValueError(
@@ -134,24 +135,28 @@ def sample_episode(
 def _within_alphabet(
     k_alphabet: jax.Array, k_cls: jax.Array, alphabet: np.ndarray | None, spec: EpisodeSpec
 ) -> tuple[jax.Array, jax.Array]:
-    """``spec.ways`` distinct (class, rotation) pairs of one alphabet with enough of them."""
+    """``spec.ways`` distinct characters of one alphabet with enough of them, and rotations.
+
+    With ``spec.rotate`` each character gets a random rotation: an episode never holds
+    one character twice, in two rotations, as two classes.
+    """
     if alphabet is None:
         raise ValueError("within-alphabet episodes need the alphabet of each class.")
-    rotations = 4 if spec.rotate else 1
     _, group = np.unique(np.asarray(alphabet), return_inverse=True)
     members = [np.flatnonzero(group == g) for g in range(group.max() + 1)]
-    members = [m for m in members if len(m) * rotations >= spec.ways]
+    members = [m for m in members if len(m) >= spec.ways]
     if not members:
         raise ValueError(f"no alphabet has ways={spec.ways} classes.")
     width = max(len(m) for m in members)
     table = np.stack([np.pad(m, (0, width - len(m))) for m in members])  # [alphabets, width]
     counts = np.array([len(m) for m in members])
+    k_alphabet, k_rot = jax.random.split(k_alphabet)
     a = jax.random.randint(k_alphabet, (), 0, len(members))
-    slot = jnp.arange(width * rotations)  # slot = rotation * width + member
-    score = jax.random.uniform(k_cls, slot.shape)
-    score = jnp.where(slot % width < jnp.asarray(counts)[a], score, -1.0)
-    picked = jax.lax.top_k(score, spec.ways)[1]
-    return jnp.asarray(table)[a, picked % width], picked // width
+    score = jax.random.uniform(k_cls, (width,))
+    score = jnp.where(jnp.arange(width) < jnp.asarray(counts)[a], score, -1.0)
+    cls = jnp.asarray(table)[a, jax.lax.top_k(score, spec.ways)[1]]
+    rot = jax.random.randint(k_rot, (spec.ways,), 0, 4 if spec.rotate else 1)
+    return cls, rot
 
 
 def _distinct(key: jax.Array, n: int, k: int) -> jax.Array:

@@ -129,14 +129,9 @@ def fit(
 def _progress_bar(start: int, total: int, *, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(  # disable=None: no bar when stderr is not a terminal (logs, CI)
-        total=total,
-        initial=start,
-        unit="step",
-        dynamic_ncols=True,
-        mininterval=0.5,
-        disable=None if enabled else True,
-    )
+    # disable=None: no bar when stderr is not a terminal (logs, CI)
+    options = {"unit": "step", "dynamic_ncols": True, "mininterval": 0.5}
+    return tqdm(total=total, initial=start, disable=None if enabled else True, **options)
 
 
 def abstract_like(state: TrainState) -> TrainState:

@@ -130,20 +130,16 @@ class Omniglot(TaskFamily):
         data = self._data or load_omniglot(self.config.data, size=self.config.image_size)
         split = make_split(self.config.split, data)
         for name, classes in split._asdict().items():
-            spec = self.train_spec if name == "train" else self.eval_spec
-            part = "meta-training" if name == "train" else name
-            check_episode_spec(
-                spec,
-                len(classes),
-                data.images.shape[1],
-                name=f"{part} split",
-                alphabet=data.alphabet[classes],
-                alphabet_names=data.alphabet_names,
+            spec, part = (
+                (self.train_spec, "meta-training") if name == "train" else (self.eval_spec, name)
             )
-        return {
-            name: (jnp.asarray(data.images[c]), data.alphabet[c])
-            for name, c in split._asdict().items()
-        }
+            where = {"name": f"{part} split", "alphabet_names": data.alphabet_names}
+            drawers = data.images.shape[1]
+            check_episode_spec(
+                spec, len(classes), drawers, alphabet=data.alphabet[classes], **where
+            )
+        parts = split._asdict().items()
+        return {name: (jnp.asarray(data.images[c]), data.alphabet[c]) for name, c in parts}
 
     def check(self) -> None:
         """Loads the data and checks the episode shapes (before anything compiles)."""
@@ -167,9 +163,8 @@ class Omniglot(TaskFamily):
     def init(self, key: jax.Array) -> tuple[Any, Any]:
         """Fresh parameters and, for the per-step policy, its statistics."""
         variables = self.model.init(key, self.example)
-        return variables["params"], (
-            variables.get("batch_stats", {}) if self.form.stateful else None
-        )
+        state = variables.get("batch_stats", {}) if self.form.stateful else None
+        return variables["params"], state
 
     def sample_task(self, key: jax.Array) -> metax.Task:
         """A training episode with rotation augmentation, drawn on the device."""

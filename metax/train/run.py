@@ -82,19 +82,11 @@ def step_selector(run: Run) -> Callable[[int], StepFn]:
 
         @jax.jit
         def train_step(state: TrainState):
-            tasks = task_keys(config, state.step)
-            weights = metax.msl_weights(
-                config.inner_steps,
-                state.step / config.steps_per_epoch,
-                anneal_epochs=config.msl_anneal_epochs,
-            )
-            mp, opt_state, info = meta_step(
-                state.meta_params,
-                state.opt_state,
-                tasks,
-                step_weights=weights,
-                state=state.model_state,
-            )
+            epoch, anneal = state.step / config.steps_per_epoch, config.msl_anneal_epochs
+            weights = metax.msl_weights(config.inner_steps, epoch, anneal_epochs=anneal)
+            extra = {"step_weights": weights, "state": state.model_state}
+            keys = task_keys(config, state.step)
+            mp, opt_state, info = meta_step(state.meta_params, state.opt_state, keys, **extra)
             return TrainState(mp, opt_state, state.step + 1, info.state), info
 
         return train_step
@@ -122,9 +114,9 @@ def train(
     """Meta-trains, validates every ``eval_every`` steps, tests, and writes the run directory.
 
     The directory gets ``config.json`` (with the family), ``metrics.jsonl``,
-    ``checkpoints/``, ``results.json`` and the family's figures. Data problems
-    (missing files, impossible episode shapes) raise before anything is compiled
-    or written.
+    ``checkpoints/``, ``results.json`` and the family's figures; data problems raise
+    before anything is compiled or written. Of several processes (``metax.parallel.
+    initialize``), the first writes the files and evaluates.
 
     Args:
       config: the run's hyperparameters (on resume, those saved in ``out`` win; a
@@ -143,7 +135,7 @@ def train(
         config = dataclasses.replace(saved, steps=config.steps)
     run = build(config, **family_options)
     run.family.check()
-    main = jax.process_index() == 0  # of several processes, one writes files and evaluates
+    main = jax.process_index() == 0
     if main:
         prepare_run_dir(out, resume=resume, overwrite=overwrite)
         (Path(out) / "config.json").write_text(config.to_json())
@@ -191,17 +183,10 @@ def _one_device(state: TrainState) -> TrainState:
 
 def evaluate(run: Run, state: TrainState, out: Path | None = None) -> dict[str, Any]:
     """Tests ``state`` on the family's ``test_tasks`` test tasks; plots into ``out``."""
-    config = run.config
-    results = {
-        "family": config.family,
-        "algo": config.algo,
-        "shots": config.shots,
-        "steps_trained": int(state.step),
-        "test_tasks": config.test_tasks,
-        "eval_queries": config.eval_queries,
-        "eval_inner_steps": config.eval_inner_steps,
-        **run.family.test(run.learner, state.meta_params, state.model_state),
-    }
+    shown = ("family", "algo", "shots", "test_tasks", "eval_queries", "eval_inner_steps")
+    results = {name: getattr(run.config, name) for name in shown}
+    results["steps_trained"] = int(state.step)
+    results.update(run.family.test(run.learner, state.meta_params, state.model_state))
     if out is not None:
         records = MetricsLog(Path(out) / "metrics.jsonl").read()
         run.family.plot(Path(out), records, run.learner, state.meta_params)

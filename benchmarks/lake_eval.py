@@ -1,0 +1,57 @@
+"""Lake et al.'s 20-run one-shot task on run folders rebuilt from the npz, for a saved model.
+
+Builds the runs with ``lake_runs.py`` (``--seed``), scores the model in ``--checkpoint``
+transductively and image by image, prints the per-run table with the reference points,
+and writes the figures to ``--json`` (e.g. ``benchmarks/weights/lake-20w1s/lake.json``,
+which ``tests/test_lake.py`` checks the published model against).
+
+    .venv/bin/python benchmarks/lake_eval.py --data ../shared/data/omniglot/omniglot_105.npz \
+        --checkpoint runs/lake-20w1s --json runs/lake-20w1s/lake.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from lake_runs import write_lake_runs
+
+from metax.train.lake import evaluate_lake
+
+REFERENCES = {  # error rates, Lake et al. (2015) and Lake et al. (2019)
+    "people": 4.5,
+    "Bayesian program learning": 3.3,
+    "deep Siamese ConvNet": 8.0,
+    "deep ConvNet": 13.5,
+    "Prototypical Networks (2019 report)": 13.7,
+    "modified Hausdorff distance": 38.8,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="omniglot_105.npz")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a 20-way 1-shot run")
+    parser.add_argument("--json", type=Path, required=True, help="where the figures go")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the run folders")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as runs:
+        alphabets = write_lake_runs(args.data, Path(runs), seed=args.seed)
+        result = evaluate_lake(runs, args.checkpoint, per_image=True)
+    result.update(runs_seed=args.seed, alphabets=alphabets)
+    args.json.write_text(json.dumps(result, indent=2))
+    print("| run | alphabet | error, transductive | error, per image |")
+    print("|---|---|---|---|")
+    for (run, t), name in zip(result["transductive"]["runs"].items(), alphabets, strict=True):
+        p = result["per_image"]["runs"][run]
+        print(f"| {run} | {name} | {100 * t:.0f}% | {100 * p:.0f}% |")
+    t, p = result["transductive"]["error_rate"], result["per_image"]["error_rate"]
+    print(f"| all 20 | | **{100 * t:.2f}%** | **{100 * p:.2f}%** |")
+    for name, error in REFERENCES.items():
+        print(f"| {name} | | {error}% | |")
+
+
+if __name__ == "__main__":
+    main()
