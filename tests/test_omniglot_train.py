@@ -70,6 +70,29 @@ def test_metax_eval_step_restores_an_older_omniglot_checkpoint(trained):
     assert "after 150 meta-steps" in result.stdout
 
 
+def test_metax_eval_takes_the_data_from_the_command_line(trained, tmp_path):
+    """A run whose recorded data path is gone (published weights on another machine)
+    evaluates with --data to exactly the accuracy of the original; a setting the family
+    does not have is named."""
+    import shutil
+
+    from metax.train import load
+
+    out, _ = trained
+    moved = shutil.copytree(out, tmp_path / "moved")
+    config = json.loads((moved / "config.json").read_text())
+    (moved / "config.json").write_text(json.dumps({**config, "data": str(tmp_path / "gone.npz")}))
+    missing = metax("eval", moved, "--test-tasks", 20)
+    assert missing.returncode == 1 and "gone.npz" in missing.stderr
+    original = metax("eval", out, "--test-tasks", 20)
+    again = metax("eval", moved, "--test-tasks", 20, "--data", NPZ)
+    assert original.returncode == again.returncode == 0, again.stderr
+    accuracy = lambda run: json.loads((run / "eval.json").read_text())["test_accuracy"]  # noqa: E731
+    assert accuracy(moved) == accuracy(out)
+    with pytest.raises(ValueError, match=r"omniglot runs have no settings \['hidden'\]"):
+        load(out, hidden=(4,))
+
+
 @pytest.mark.learning
 def test_lake_runs_a_meta_trained_model_beats_the_same_model_untrained(data, trained, tmp_path):
     """Lake's protocol (here 20 runs of 5-way 1-shot from evaluation characters, lines of
@@ -110,15 +133,16 @@ def test_lake_runs_a_meta_trained_model_beats_the_same_model_untrained(data, tra
 
 @pytest.mark.learning
 def test_twenty_way_within_alphabet_run_beats_the_same_model_untrained(data, tmp_path):
-    """Lake's episode shape: 20-way 1-shot, all classes of an episode from one alphabet,
-    meta-trained on background alphabets, tested on evaluation alphabets; against step 0
-    on the same 100 test episodes. Measured: untrained 20.4%, trained 43.1% (chance 5%)."""
+    """Lake's episode shape: 20-way 1-shot, all classes of an episode distinct characters
+    of one alphabet, meta-trained on background alphabets, tested on evaluation
+    alphabets; against step 0 on the same 100 test episodes. Measured: untrained 11.3%,
+    trained 26.9% after 200 steps (chance 5%)."""
     config = dataclasses.replace(
         SHORT,
         ways=20,
         split="alphabet",
         episodes="within_alphabet",
-        meta_batch=4,
+        outer_lr=3e-3,
         steps=200,
         eval_every=0,
         checkpoint_every=200,
@@ -128,7 +152,7 @@ def test_twenty_way_within_alphabet_run_beats_the_same_model_untrained(data, tmp
     run = build(config, data=data)
     untrained = evaluate(run, initial_state(run))
     assert res["ways"] == untrained["ways"] == 20
-    assert res["test_accuracy"] > untrained["test_accuracy"] + 0.1, (res, untrained)
+    assert res["test_accuracy"] > untrained["test_accuracy"] + 0.08, (res, untrained)
 
 
 def test_meta_step_including_sampling_compiles_once(data):

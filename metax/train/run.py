@@ -206,7 +206,7 @@ def load(out: str | Path, *, step: int | None = None, **overrides: Any) -> tuple
     config = load_config(CONFIGS, out / "config.json")
     unknown = set(overrides) - {f.name for f in dataclasses.fields(config)}
     if unknown:
-        raise ValueError(f"a {config.family} run has no settings {sorted(unknown)}")
+        raise ValueError(f"{config.family} runs have no settings {sorted(unknown)}")
     # restored onto one device (evaluation runs on one, whatever mesh trained the run)
     run = build(dataclasses.replace(config, devices=1, **overrides), **family_options)
     checkpointer = Checkpointer(out / "checkpoints")
