@@ -15,7 +15,14 @@ import shutil
 from pathlib import Path
 
 WEIGHTS = Path(__file__).parent / "weights"
-FILES = ("config.json", "metrics.jsonl", "results.json", "learning_curve.png", "eval.json")
+FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "results.json",
+    "learning_curve.png",
+    "eval.json",
+    "lake.json",
+)
 LIMIT = 2 * 2**20
 
 

@@ -8,8 +8,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from metax._src.loss_forms import LossForm
-
 
 def classification_loss(
     model: nn.Module, *, train: bool, stateful: bool = False, takes_step: bool = False
@@ -32,14 +30,13 @@ def classification_loss(
       >>> sorted(aux)
       ['accuracy']
     """
-    form = LossForm(has_aux=True, stateful=stateful, takes_step=takes_step)
 
     def loss(params, *args):
-        state = args[0] if form.stateful else None
-        batch = args[1] if form.stateful else args[0]
-        step = args[-1] if form.takes_step else 0
-        variables = {"params": params, **({"batch_stats": state} if form.stateful else {})}
-        if form.stateful and train:
+        state = args[0] if stateful else None
+        batch = args[1] if stateful else args[0]
+        step = args[-1] if takes_step else 0
+        variables = {"params": params, **({"batch_stats": state} if stateful else {})}
+        if stateful and train:
             logits, updates = model.apply(
                 variables, batch["x"], step=step, train=True, mutable=["batch_stats"]
             )
@@ -48,6 +45,6 @@ def classification_loss(
             logits = model.apply(variables, batch["x"], step=step, train=train)
         value = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
         aux = {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["y"])}
-        return (value, (state, aux)) if form.stateful else (value, aux)
+        return (value, (state, aux)) if stateful else (value, aux)
 
     return loss
