@@ -86,6 +86,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
         (["--inner-steps", "-1"], "--inner-steps: must be >= 1, got -1"),
         (["--algo", "magic"], "invalid choice: 'magic'"),
         (["--inner-lr", "nan"], "--inner-lr: must be a positive finite number, got nan"),
+        (["--cg-damping", "-1"], "--cg-damping: must be a finite number >= 0, got -1"),
         (["--hidden", "40,x"], "expected comma-separated widths"),
     ],
 )

@@ -76,6 +76,32 @@ def test_meta_gradient_matches_closed_form(x64, inner_opt, lam):
     assert aux.adapt.support_loss.shape == (300,)
 
 
+def test_damped_system_matches_its_closed_form(x64):
+    """With ``cg_damping`` d and ``lam_damping`` e the gradient is ``((1 + d) I + A_s /
+    (lam + e))^{-1} A_q (phi* - c_q)`` (the authors' code's system), phi* unchanged."""
+    rng = np.random.default_rng(1)
+    task = quad.make_task(rng)
+    z0 = rng.normal(size=quad.DIM)
+    lam, d, e = 2.0, 1.0, 10.0
+    learner = metax.imaml(
+        quad.loss,
+        inner_opt=optax.sgd(0.3),
+        num_steps=300,
+        lam=lam,
+        cg_steps=quad.DIM,
+        cg_tol=0.0,
+        cg_damping=d,
+        lam_damping=e,
+    )
+    grads, aux = meta_grad(learner, learner.init(quad.unflatten(jnp.asarray(z0))), task)
+    _, query_grad, exact = quadratic_oracle(z0, task, lam)
+    A_s = np.asarray(task.support["A"])
+    damped = np.linalg.solve((1 + d) * np.eye(quad.DIM) + A_s / (lam + e), query_grad)
+    np.testing.assert_allclose(quad.flatten(grads.params), damped, rtol=1e-6, atol=1e-9)
+    assert np.linalg.norm(damped - exact) > 0.1 * np.linalg.norm(exact)  # it is not exact
+    assert aux.solver.cg_residual < 1e-10 and aux.solver.inner_grad_norm < 1e-10
+
+
 def test_unrolled_proximal_maml_gradient_converges_to_implicit(x64):
     """The implicit gradient is the limit of the unrolled gradient as the inner loop
     converges. Reference: second-order differentiation through ``num_steps`` SGD steps
@@ -453,6 +479,8 @@ def test_adapt_is_the_proximal_inner_solve(x64):
         ({"num_steps": 0}, ValueError, r"num_steps must be >= 1, got 0"),
         ({"cg_tol": -1e-3}, ValueError, r"cg_tol must be finite and >= 0, got -0\.001"),
         ({"hvp": "fwd"}, ValueError, r"hvp must be one of .* got 'fwd'"),
+        ({"cg_damping": -1.0}, ValueError, r"cg_damping must be finite and >= 0, got -1\.0"),
+        ({"lam_damping": "10"}, TypeError, r"lam_damping must be a real number, got '10'"),
     ],
 )
 def test_bad_settings_are_rejected_when_the_learner_is_built(kwargs, error, match):

@@ -84,6 +84,8 @@ def imaml(
     lam: float,
     cg_steps: int,
     cg_tol: float = 1e-5,
+    cg_damping: float = 0.0,
+    lam_damping: float = 0.0,
     hvp: str = "reverse",
     has_aux: bool = False,
     stateful: bool = False,
@@ -128,6 +130,14 @@ def imaml(
       cg_steps: most conjugate-gradient iterations (``>= 1``).
       cg_tol: CG stops once its residual is at most ``cg_tol`` times ``||grad
         L_query(phi)||`` (``>= 0``; 0 runs all ``cg_steps``).
+      cg_damping: ``>= 0``; CG solves ``((1 + cg_damping) I + H / (lam + lam_damping))
+        v = grad L_query(phi)``. Both dampings 0 (the default) is the exact implicit
+        gradient; positive ones trade exactness for a better conditioned system (a
+        Hessian with eigenvalues below ``-lam``, e.g. through batch norm over a few
+        support images, makes the exact system indefinite). Rajeswaran et al.'s code
+        runs Omniglot with ``cg_damping=1`` and ``lam_damping=10``.
+      lam_damping: ``>= 0``, added to ``lam`` in the Hessian's weight of that system
+        only (the inner problem keeps ``lam``).
       hvp: how Hessian-vector products are taken, both by linearising the gradient
         once: ``reverse`` (reverse-over-reverse; goes through every ``jax.custom_vjp``
         with a differentiable backward rule, e.g. ``metax.nn``'s ``patches``
@@ -165,9 +175,11 @@ def imaml(
     validation.check_num_steps(cg_steps, what="cg_steps")
     validation.check_real(lam, what="lam", positive=True)
     validation.check_real(cg_tol, what="cg_tol")
+    validation.check_real(cg_damping, what="cg_damping")
+    validation.check_real(lam_damping, what="lam_damping")
     if hvp not in HVP_MODES:
         raise ValueError(f"hvp must be one of {HVP_MODES}, got {hvp!r}.")
-    lam = float(lam)
+    lam, cg_damping, lam_damping = float(lam), float(cg_damping), float(lam_damping)
     form = LossForm(has_aux, stateful, takes_step)
     inner = fine_tuning(loss_fn, form, inner_opt=inner_opt, num_steps=num_steps, proximal=lam)
     f = canonical_loss(loss_fn, form)
@@ -188,8 +200,9 @@ def imaml(
             lambda p: f(p, info.state, task.support, last)[0], phi, mode=hvp
         )
 
-        def matvec(u):  # (I + H / lam) u
-            return axpy(1.0 / lam, hessian(u), u)
+        def matvec(u):  # ((1 + cg_damping) I + H / (lam + lam_damping)) u
+            scaled = u if cg_damping == 0 else jax.tree.map(lambda x: (1 + cg_damping) * x, u)
+            return axpy(1.0 / (lam + lam_damping), hessian(u), scaled)
 
         direction, residuals, iterations = conjugate_gradient(
             matvec, query_grad, max_steps=cg_steps, tol=cg_tol

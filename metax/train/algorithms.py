@@ -88,6 +88,8 @@ def make_learner(config: RunConfig, spec: ModelSpec, first_order: bool) -> metax
         "context_mask": spec.context_mask,
         "lam": config.lam,
         "cg_steps": config.cg_steps,
+        "cg_damping": config.cg_damping,
+        "lam_damping": config.lam_damping,
         **rates,
         **spec.options,
     }

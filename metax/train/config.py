@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 # Fields that may be 0 (0 disables); every other int field must be >= 1.
 NON_NEGATIVE = ("eval_every", "first_order_epochs")
 ANY_INT = ("seed", "eval_seed")
+DAMPINGS = ("cg_damping", "lam_damping")  # floats that may be 0
 # Renamed fields of configs written by metax 0.1, converted on load.
 LEGACY_NAMES = {
     "eval_steps": "eval_inner_steps",
@@ -54,6 +55,8 @@ class RunConfig:
       first_order_epochs: derivative-order annealing: first-order epochs before exact ones.
       lam: iMAML's proximal strength (lambda).
       cg_steps: iMAML's conjugate-gradient iterations.
+      cg_damping: iMAML: added to the identity of the CG system (0: exact gradient).
+      lam_damping: iMAML: added to lam in the CG system's Hessian term (0: exact).
       hyper_lr: Alpha-MAML's hypergradient rate of the inner rates (SGD on them).
       outer_hyper_lr: Alpha-MAML's hypergradient rate of the outer rate (Adam-HD).
       devices: devices of the default backend the meta-batch is split over (metax.parallel).
@@ -85,6 +88,8 @@ class RunConfig:
     first_order_epochs: int = 0
     lam: float = 2.0
     cg_steps: int = 5
+    cg_damping: float = 0.0
+    lam_damping: float = 0.0
     hyper_lr: float = 1e-6
     outer_hyper_lr: float = 1e-7
     devices: int = 1
@@ -120,6 +125,10 @@ RULES = {
         lambda v: (_is_int(v) or isinstance(v, float)) and 0 < v < math.inf,
         "must be a positive finite number",
     ),
+    "damping": (
+        lambda v: (_is_int(v) or isinstance(v, float)) and 0 <= v < math.inf,
+        "must be a finite number >= 0",
+    ),
     "widths": (
         lambda v: bool(v) and all(_is_int(w) and w >= 1 for w in v),
         "must be a non-empty list of positive widths",
@@ -136,7 +145,7 @@ def field_kind(cls: type[RunConfig], name: str) -> str:
     annotation = str({f.name: f.type for f in dataclasses.fields(cls)}[name])
     if name in cls.choices:
         return "choice"
-    kinds = {"float": "rate", "str": "path"}
+    kinds = {"float": "damping" if name in DAMPINGS else "rate", "str": "path"}
     if annotation in kinds or annotation.startswith("tuple"):
         return kinds.get(annotation, "widths")
     return "int" if name in ANY_INT else "non-negative" if name in NON_NEGATIVE else "count"

@@ -159,7 +159,7 @@ def train(
             metrics=metrics,
             validate=(lambda s: _validate(run, _one_device(s))) if main else None,
             progress=progress and main,
-            log_extra=lambda info: run.family.train_metrics(parallel.gather(info)),
+            log_extra=lambda info: _step_metrics(run, parallel.gather(info)),
         )
     finally:
         checkpointer.close()
@@ -170,6 +170,17 @@ def train(
         (out / "results.json").write_text(json.dumps(results, indent=2))
     parallel.barrier("results written")
     return results
+
+
+def _step_metrics(run: Run, info: metax.StepInfo) -> dict[str, float]:
+    """The family's numbers, and the solver's, e.g. iMAML's CG residual (mean and worst task)."""
+    metrics = run.family.train_metrics(info)
+    solver = info.aux.solver
+    for name, value in ({} if solver is None else solver._asdict()).items():
+        if np.ndim(value) == 1:  # one number per task
+            metrics[name] = float(np.mean(value))
+            metrics[f"{name}_max"] = float(np.max(value))
+    return metrics
 
 
 def _validate(run: Run, state: TrainState) -> dict[str, float]:
