@@ -201,8 +201,7 @@ def imaml(
         )
 
         def matvec(u):  # ((1 + cg_damping) I + H / (lam + lam_damping)) u
-            scaled = u if cg_damping == 0 else jax.tree.map(lambda x: (1 + cg_damping) * x, u)
-            return axpy(1.0 / (lam + lam_damping), hessian(u), scaled)
+            return axpy(cg_damping, u, axpy(1.0 / (lam + lam_damping), hessian(u), u))
 
         direction, residuals, iterations = conjugate_gradient(
             matvec, query_grad, max_steps=cg_steps, tol=cg_tol
