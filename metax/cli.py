@@ -52,18 +52,18 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
         kind = field_kind(cls, f.name)
         flag = "--" + f.name.replace("_", "-")
         help_text = docs.get(f.name, "").replace("``", "")
-        options = {"default": f.default, "help": f"{help_text} (default: %(default)s)"}
+        # SUPPRESS: only the flags given reach the namespace (a resumed run changes just those)
+        shown = ",".join(map(str, f.default)) if kind == "widths" else f.default
+        options = {"default": argparse.SUPPRESS, "help": f"{help_text} (default: {shown})"}
         if kind == "choice":
             options["choices"] = cls.choices[f.name]
         else:
             options["type"] = _parser_for(cls, f.name, kind)
         if f.name == "algo":
             listing = "; ".join(f"{name}: {a.help}" for name, a in ALGORITHMS.items())
-            options["help"] = f"the meta-learning algorithm ({listing}) (default: %(default)s)"
-        if kind == "widths":
-            options["default"] = ",".join(map(str, f.default))  # argparse parses it
+            options["help"] = f"the meta-learning algorithm ({listing}) (default: {shown})"
         if kind == "path" and not f.default:
-            options.update(required=True, default=None)
+            options["help"] = f"{help_text} (required, except with --resume)"
         parser.add_argument(flag, **options)
 
 
@@ -149,11 +149,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace) -> dict:
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     from metax.train import FAMILIES, train
+    from metax.train.config import field_kind, load_config
+    from metax.train.run import CONFIGS
 
     cls = FAMILIES[args.family].config_class
-    config = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name in args}
+    if args.resume:  # the run's settings, changed where flags are given
+        base = load_config(CONFIGS, args.out / "config.json")
+        if base.family != args.family:
+            raise ValueError(
+                f"{args.out} holds a {base.family} run: resume it with metax train {base.family}."
+            )
+        config = dataclasses.replace(base, **given)
+    else:
+        fields = dataclasses.fields(cls)
+        required = [f.name for f in fields if field_kind(cls, f.name) == "path" and not f.default]
+        missing = ["--" + n.replace("_", "-") for n in required if n not in given]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)}")
+        config = cls(**given)
     return train(
         config,
         args.out,
@@ -222,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             _join(args)
-            results = _train(args)
+            results = _train(args, parser)
         elif args.command == "eval-lake":
             from metax.train.lake import evaluate_lake
 

@@ -1,6 +1,7 @@
 """The metax command: kill and resume, bad input, never overwriting a run."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -76,6 +77,56 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
         return [(r["step"], r["loss"]) for r in records]
 
     assert logged(killed) == logged(reference)  # the same steps and losses, none twice
+
+
+def test_a_resumed_run_changes_what_flags_say_and_only_what_it_may(tmp_path):
+    """Flags given on --resume change the run (steps, log cadence); flags not given keep the
+    run's values, not the defaults; a setting that changes the meta-steps is refused, named."""
+    run = tmp_path / "run"
+    assert metax("train", "sinusoid", "--steps", 200, *FAST, "--out", run).returncode == 0
+    saved = (run / "config.json").read_text()
+
+    refused = metax(
+        "train", "sinusoid", "--inner-lr", 0.1, "--steps", 300, "--out", run, "--resume"
+    )
+    assert refused.returncode == 2
+    assert "cannot resume with inner_lr=0.1 (run: 0.01)" in refused.stderr
+    assert (run / "config.json").read_text() == saved and checkpoint_steps(run) == [200]
+    other = metax("train", "omniglot", "--out", run, "--resume")
+    assert (
+        other.returncode == 2
+        and f"{run} holds a sinusoid run: resume it with metax train sinusoid" in other.stderr
+    )
+
+    extended = metax(
+        "train", "sinusoid", "--steps", 300, "--log-every", 50, "--out", run, "--resume",
+        "--no-progress",
+    )  # fmt: skip
+    assert extended.returncode == 0, extended.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert (config["steps"], config["log_every"], config["meta_batch"]) == (300, 50, 5)
+    records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+    assert [r["step"] for r in records if "loss" in r] == [200, 250, 300]
+
+
+def test_a_run_resumes_on_more_devices_where_one_device_would_have_ended(tmp_path):
+    """Trained on one device, resumed on two: the same tasks, so the same parameters as an
+    uninterrupted one-device run, up to the order of the sums (the step is split by task)."""
+    args = ["train", "sinusoid", *FAST, "--meta-batch", 4]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    whole, moved = tmp_path / "whole", tmp_path / "moved"
+    assert metax(*args, "--steps", 300, "--out", whole).returncode == 0
+    assert metax(*args, "--steps", 200, "--out", moved).returncode == 0
+    resumed = metax(*args, "--steps", 300, "--devices", 2, "--out", moved, "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((moved / "config.json").read_text())["devices"] == 2
+    (_, want), (run, got) = load(whole), load(moved)
+    assert run.config.devices == 1  # restored for evaluation on one device
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+        want.meta_params,
+        got.meta_params,
+    )
 
 
 @pytest.mark.parametrize(

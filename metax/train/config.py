@@ -17,6 +17,12 @@ from typing import Any, ClassVar
 NON_NEGATIVE = ("eval_every", "first_order_epochs")
 ANY_INT = ("seed", "eval_seed")
 DAMPINGS = ("cg_damping", "lam_damping")  # floats that may be 0
+# What a resumed run may change: how far it goes, how it is logged, checked, evaluated and
+# laid out on the hardware, and where its data are; never what the meta-steps compute.
+RESUME_MAY_CHANGE = (
+    "steps", "log_every", "eval_every", "checkpoint_every", "val_tasks", "test_tasks",
+    "eval_inner_steps", "eval_queries", "chunk_size", "devices", "data",
+)  # fmt: skip
 # Renamed fields of configs written by metax 0.1, converted on load.
 LEGACY_NAMES = {
     "eval_steps": "eval_inner_steps",
@@ -197,3 +203,24 @@ def load_config(families: dict[str, type[RunConfig]], path: str | Path) -> RunCo
     if "hidden" in fields:
         fields["hidden"] = tuple(fields["hidden"])
     return cls(**fields)
+
+
+def resumed_config(saved: RunConfig, given: RunConfig) -> RunConfig:
+    """``saved`` (a run's config) with ``given``'s changes to :data:`RESUME_MAY_CHANGE`.
+
+    Raises:
+      ValueError: ``given`` is another family's, or differs from ``saved`` in a setting
+        that changes what the meta-steps compute (naming each such value).
+    """
+    if type(given) is not type(saved):
+        raise ValueError(f"cannot resume a {saved.family} run as a {given.family} run.")
+    names = [f.name for f in dataclasses.fields(saved)]
+    changed = {n: getattr(given, n) for n in names if getattr(given, n) != getattr(saved, n)}
+    fixed = [n for n in changed if n not in RESUME_MAY_CHANGE]
+    if fixed:
+        differences = ", ".join(f"{n}={changed[n]!r} (run: {getattr(saved, n)!r})" for n in fixed)
+        raise ValueError(
+            f"cannot resume with {differences}: it changes what the run trains. A resumed run "
+            f"may change only {', '.join(RESUME_MAY_CHANGE)}; start a new run for the rest."
+        )
+    return dataclasses.replace(saved, **changed)

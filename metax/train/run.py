@@ -18,7 +18,7 @@ import metax
 from metax import parallel
 from metax.train import algorithms
 from metax.train.checkpoint import Checkpointer
-from metax.train.config import RunConfig, load_config
+from metax.train.config import RunConfig, load_config, resumed_config
 from metax.train.family import TaskFamily
 from metax.train.loop import TrainState, abstract_like, fit, prepare_run_dir
 from metax.train.metrics import MetricsLog
@@ -89,6 +89,11 @@ def step_selector(run: Run) -> Callable[[int], StepFn]:
             mp, opt_state, info = meta_step(state.meta_params, state.opt_state, keys, **extra)
             return TrainState(mp, opt_state, state.step + 1, info.state), info
 
+        if run.mesh is not None and run.mesh.devices.flat[0].platform == "cpu":
+            # XLA:CPU runs all its devices on one thread pool; with steps queued ahead, two
+            # devices can wait in the collectives of different steps until the rendezvous
+            # times out and aborts the process. One step in flight at a time avoids it.
+            return lambda state: jax.block_until_ready(train_step(state))
         return train_step
 
     steps = {id(learner): make_step(learner) for learner in run.learners[:2]}
@@ -119,8 +124,10 @@ def train(
     initialize``), the first writes the files and evaluates.
 
     Args:
-      config: the run's hyperparameters (on resume, those saved in ``out`` win; a
-        different ``steps`` extends the run).
+      config: the run's hyperparameters. On resume, those saved in ``out``, changed
+        where ``config`` differs in a setting of ``RESUME_MAY_CHANGE`` (a larger
+        ``steps`` extends the run, ``devices`` or ``chunk_size`` move it to other
+        hardware); any other difference raises before anything is compiled.
       out: the run directory.
       resume: continue the run in ``out`` from its latest checkpoint.
       overwrite: replace an existing run in ``out``.
@@ -131,8 +138,8 @@ def train(
       The results, also written to ``results.json``.
     """
     if resume:
-        saved = load_config(CONFIGS, Path(out) / "config.json")
-        config = dataclasses.replace(saved, steps=config.steps)
+        prepare_run_dir(out, resume=True, overwrite=overwrite)  # names a missing run
+        config = resumed_config(load_config(CONFIGS, Path(out) / "config.json"), config)
     run = build(config, **family_options)
     run.family.check()
     main = jax.process_index() == 0
