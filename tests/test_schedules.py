@@ -46,3 +46,38 @@ def test_derivative_order_annealing_switches_learner_and_gradients(x64):
     g_so = jax.grad(lambda m: sched.second_order.loss(m, task)[0])(mp)
     diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), g_fo.params, g_so.params)
     assert max(jax.tree.leaves(diff)) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("algo", "outer_decay", "cosine"),
+    [("maml", "auto", False), ("maml", "cosine", True), ("maml++", "auto", True),
+     ("maml++", "constant", False)],
+)  # fmt: skip
+def test_the_outer_rate_follows_outer_decay_and_a_cosine_reaches_its_floor(
+    algo, outer_decay, cosine
+):
+    """Adam's step on a constant gradient is its rate: 1e-3 at first; with a cosine decay
+    the closed form along the way and 1% of it (1e-5) at the run's last steps."""
+    from metax.train.algorithms import outer_optimizer
+    from metax.train.sinusoid import SinusoidConfig
+
+    config = SinusoidConfig(algo=algo, outer_decay=outer_decay, outer_lr=1e-3, steps=100)
+    opt = outer_optimizer(config)
+    params = jnp.zeros(2)
+    state, rates = opt.init(params), []
+    for _ in range(101):
+        updates, state = opt.update(jnp.ones(2), state, params)
+        rates.append(-float(updates[0]))
+    t = np.array([0, 50, 99, 100])
+    expected = 1e-3 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t / 100))) if cosine else 1e-3
+    np.testing.assert_allclose(np.array(rates)[t], expected, rtol=1e-4)
+
+
+def test_an_outer_decay_for_a_learned_outer_rate_is_refused_by_name():
+    from metax.train.algorithms import outer_optimizer
+    from metax.train.sinusoid import SinusoidConfig
+
+    with pytest.raises(ValueError, match="outer_decay='cosine': alpha-maml learns its outer rate"):
+        outer_optimizer(SinusoidConfig(algo="alpha-maml", outer_decay="cosine"))
+    with pytest.raises(ValueError, match="outer_decay must be one of auto, constant, cosine"):
+        SinusoidConfig(outer_decay="linear")

@@ -25,8 +25,10 @@ class Algorithm(NamedTuple):
       help: one line for ``--help``.
       learned_rates: the inner rates are meta-parameters (``init_lr``) rather than
         plain SGD's (``inner_opt``).
-      outer: ``adam``, ``adam-cosine`` (annealed to 1% over the run) or
-        ``hypergradient`` (:func:`metax.hypergradient_adam`; inner rates: SGD).
+      outer: ``adam`` or ``hypergradient`` (:func:`metax.hypergradient_adam`, which
+        learns its own rate; inner rates: SGD).
+      decay: the paper's schedule of the outer rate, ``constant`` or ``cosine``: what
+        ``outer_decay="auto"`` means.
       first_order: a fixed derivative order (FOMAML); ``None`` follows the annealing.
     """
 
@@ -34,6 +36,7 @@ class Algorithm(NamedTuple):
     help: str
     learned_rates: bool = False
     outer: str = "adam"
+    decay: str = "constant"
     first_order: bool | None = None
 
 
@@ -41,7 +44,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "maml": Algorithm(metax.maml, "MAML, exact second-order meta-gradient (Finn et al., 2017)"),
     "fomaml": Algorithm(metax.maml, "first-order MAML", first_order=True),
     "maml++": Algorithm(
-        metax.maml_pp, "MAML++ (Antoniou et al., 2019)", learned_rates=True, outer="adam-cosine"
+        metax.maml_pp, "MAML++ (Antoniou et al., 2019)", learned_rates=True, decay="cosine"
     ),
     "reptile": Algorithm(metax.reptile, "Reptile (Nichol et al., 2018)"),
     "pretrain": Algorithm(metax.pretrain, "non-meta baseline: pre-train on pooled task data"),
@@ -106,11 +109,18 @@ def learners(config: RunConfig, spec: ModelSpec) -> metax.DerivativeOrderAnneali
 
 
 def outer_optimizer(config: RunConfig) -> optax.GradientTransformation:
-    """The algorithm's outer optimizer (see :attr:`Algorithm.outer`), starting at ``outer_lr``."""
-    outer = ALGORITHMS[config.algo].outer
-    if outer == "adam-cosine":
-        return optax.adam(optax.cosine_decay_schedule(config.outer_lr, config.steps, alpha=0.01))
-    if outer == "hypergradient":
+    """The algorithm's outer optimizer (see :attr:`Algorithm.outer`), starting at ``outer_lr``.
+
+    Raises:
+      ValueError: a decay asked of an algorithm that learns its outer rate.
+    """
+    algo = ALGORITHMS[config.algo]
+    if algo.outer == "hypergradient":
+        if config.outer_decay != "auto":
+            raise ValueError(
+                f"outer_decay={config.outer_decay!r}: {config.algo} learns its outer rate by "
+                "hypergradient descent and takes no schedule; leave outer_decay at auto."
+            )
         return optax.partition(
             {
                 "params": metax.hypergradient_adam(config.outer_lr, config.outer_hyper_lr),
@@ -118,4 +128,7 @@ def outer_optimizer(config: RunConfig) -> optax.GradientTransformation:
             },
             metax.MetaParams(params="params", hparams="rates"),
         )
+    decay = algo.decay if config.outer_decay == "auto" else config.outer_decay
+    if decay == "cosine":
+        return optax.adam(optax.cosine_decay_schedule(config.outer_lr, config.steps, alpha=0.01))
     return optax.adam(config.outer_lr)

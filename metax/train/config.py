@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 NON_NEGATIVE = ("eval_every", "first_order_epochs")
 ANY_INT = ("seed", "eval_seed")
 DAMPINGS = ("cg_damping", "lam_damping")  # floats that may be 0
+OUTER_DECAYS = ("auto", "constant", "cosine")
 # What a resumed run may change: how far it goes, how it is logged, checked, evaluated and
 # laid out on the hardware, and where its data are; never what the meta-steps compute.
 RESUME_MAY_CHANGE = (
@@ -42,7 +43,10 @@ class RunConfig:
       queries: query examples per class (or points) while meta-training; ``None``: ``shots``.
       inner_steps: inner steps while meta-training.
       inner_lr: inner SGD rate (MAML++: the initial learned rate).
-      outer_lr: Adam rate of the meta-update (MAML++: cosine-annealed).
+      outer_lr: Adam rate of the meta-update.
+      outer_decay: its schedule: cosine (to 1% of outer_lr at the last step; a larger
+        steps on resume stretches what is left of it), constant, or auto (cosine for
+        maml++, as Antoniou et al.; constant otherwise, as Finn et al.).
       meta_batch: tasks per meta-step.
       chunk_size: tasks per chunk of the meta-batch (bounds memory); ``None``: all at once.
       steps: meta-steps in all.
@@ -69,7 +73,7 @@ class RunConfig:
     """
 
     family: ClassVar[str] = ""
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"outer_decay": OUTER_DECAYS}
 
     algo: str = "maml"
     shots: int = 1
@@ -77,6 +81,7 @@ class RunConfig:
     inner_steps: int = 1
     inner_lr: float = 0.01
     outer_lr: float = 1e-3
+    outer_decay: str = "auto"
     meta_batch: int = 32
     chunk_size: int | None = None
     steps: int = 60_000

@@ -62,6 +62,7 @@ class OmniglotConfig(RunConfig):
 
     family: ClassVar[str] = "omniglot"
     choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        **RunConfig.choices,
         "algo": tuple(ALGORITHMS),
         "split": SPLITS,
         "episodes": ("mixed", "within_alphabet"),

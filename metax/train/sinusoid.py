@@ -30,7 +30,10 @@ class SinusoidConfig(RunConfig):
     """
 
     family: ClassVar[str] = "sinusoid"
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {"algo": tuple(ALGORITHMS)}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        **RunConfig.choices,
+        "algo": tuple(ALGORITHMS),
+    }
 
     shots: int = 10
     meta_batch: int = 25
