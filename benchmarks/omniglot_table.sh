@@ -6,7 +6,9 @@
 #   maml-20w5s: Finn et al.: as 20w1s with 5 shots and 5 queries
 #   maml++-5w1s, maml++-20w1s: Antoniou et al.: meta-batch 8 (20-way: 16), 5 steps of 0.1 with
 #     learned per-step rates, per-step batch norm (frozen in the inner loop, as their config),
-#     derivative-order annealing and first-order warm-up, cosine decay of the outer rate
+#     multi-step loss annealed over 10 epochs of 500 steps, the outer rate cosine-decayed to 1% at
+#     the run's last step; first order for the first 10 epochs (their paper: the first 50 of 150
+#     epochs; a third of a 15,000-step run here, where STEPS shortens their 50,000)
 #   DATA=path/to/omniglot_105.npz STEPS=N bash benchmarks/omniglot_table.sh CELL [--resume | --overwrite]
 # The 5-way 1-shot MAML cell is `benchmarks/omniglot_family.sh maml` (STEPS=8000).
 set -euo pipefail
