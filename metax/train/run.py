@@ -138,7 +138,6 @@ def train(
       The results, also written to ``results.json``.
     """
     if resume:
-        prepare_run_dir(out, resume=True, overwrite=overwrite)  # names a missing run
         config = resumed_config(load_config(CONFIGS, Path(out) / "config.json"), config)
     run = build(config, **family_options)
     run.family.check()
