@@ -17,6 +17,9 @@ from typing import Any
 
 from metax.extras import missing_modules
 
+# What `metax eval` may change of a run's settings (and --data).
+EVAL_FLAGS = ("test_tasks", "eval_inner_steps", "eval_queries")
+
 
 def _parser_for(cls, name: str, kind: str):
     """An argparse ``type`` that converts a flag's text and applies the config's check."""
@@ -43,17 +46,21 @@ def _parser_for(cls, name: str, kind: str):
     return parse
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, cls, names: Sequence[str] = ()) -> None:
+    """One flag per field of ``cls`` (only ``names`` if given: then the run's value is the default)."""
     from metax.train.algorithms import ALGORITHMS
     from metax.train.config import field_help, field_kind
 
     docs = field_help(cls)
     for f in dataclasses.fields(cls):
+        if names and f.name not in names:
+            continue
         kind = field_kind(cls, f.name)
         flag = "--" + f.name.replace("_", "-")
         help_text = docs.get(f.name, "").replace("``", "")
         # SUPPRESS: only the flags given reach the namespace (a resumed run changes just those)
         shown = ",".join(map(str, f.default)) if kind == "widths" else f.default
+        shown = "the run's" if names else shown
         options = {"default": argparse.SUPPRESS, "help": f"{help_text} (default: {shown})"}
         if kind == "choice":
             options["choices"] = cls.choices[f.name]
@@ -99,6 +106,7 @@ def _join(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``metax`` command."""
+    from metax.train.config import RunConfig
     from metax.train.run import FAMILIES
 
     parser = argparse.ArgumentParser(prog="metax", description="Functional meta-learning in JAX.")
@@ -139,19 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("eval", help="evaluate a saved run on its test tasks")
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    for name, help_text in (
-        ("test_tasks", "test tasks (episodes) to evaluate on"),
-        ("eval_inner_steps", "fine-tuning steps"),
-        ("eval_queries", "query examples per class (or query points); default: the run's"),
-    ):
-        ev.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=help_text)
-    ev.add_argument("--data", default=None, help="Omniglot's data, if not where the run had it")
+    _add_config_flags(ev, RunConfig, EVAL_FLAGS)
+    ev.add_argument(
+        "--data", default=argparse.SUPPRESS, help="Omniglot's data, if not where the run had it"
+    )
     return parser
 
 
-def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    from metax.train import FAMILIES, train
-    from metax.train.config import field_kind, load_config
+def _config(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """The run's config from the flags (on resume: the saved one, changed where flags say)."""
+    from metax.train import FAMILIES
+    from metax.train.config import field_kind, load_config, resumed_config
     from metax.train.run import CONFIGS
 
     cls = FAMILIES[args.family].config_class
@@ -162,7 +168,7 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
             raise ValueError(
                 f"{args.out} holds a {base.family} run: resume it with metax train {base.family}."
             )
-        config = dataclasses.replace(base, **given)
+        config = resumed_config(base, dataclasses.replace(base, **given))
     else:
         fields = dataclasses.fields(cls)
         required = [f.name for f in fields if field_kind(cls, f.name) == "path" and not f.default]
@@ -170,22 +176,15 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
         if missing:
             parser.error(f"the following arguments are required: {', '.join(missing)}")
         config = cls(**given)
-    return train(
-        config,
-        args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    return config
 
 
 def _eval(args: argparse.Namespace) -> dict:
     from metax.train import evaluate, load
 
-    names = ("test_tasks", "eval_inner_steps", "eval_queries", "data")
-    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    overrides = {n: getattr(args, n) for n in (*EVAL_FLAGS, "data") if n in args}
     run, state = load(args.run_dir, step=args.step, **overrides)
-    results = evaluate(run, state, args.run_dir)
+    results = evaluate(run, state)  # the run's files are only added to, never rewritten
     (args.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
     with open(args.run_dir / "evals.jsonl", "a") as f:  # every evaluation is kept
         f.write(json.dumps(results) + "\n")
@@ -237,8 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "train":
+            from metax.train import train
+
+            config = _config(args, parser)  # checked before waiting for other processes
             _join(args)
-            results = _train(args, parser)
+            progress = not args.no_progress
+            options = {"resume": args.resume, "overwrite": args.overwrite, "progress": progress}
+            results = train(config, args.out, **options)
         elif args.command == "eval-lake":
             from metax.train.lake import evaluate_lake
 

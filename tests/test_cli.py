@@ -139,6 +139,7 @@ def test_a_run_resumes_on_more_devices_where_one_device_would_have_ended(tmp_pat
         (["--inner-lr", "nan"], "--inner-lr: must be a positive finite number, got nan"),
         (["--cg-damping", "-1"], "--cg-damping: must be a finite number >= 0, got -1"),
         (["--hidden", "40,x"], "expected comma-separated widths"),
+        (["--test-tasks", "1"], "--test-tasks: must be >= 2 (a confidence interval needs two)"),
     ],
 )
 def test_bad_flags_exit_non_zero_naming_the_value(tmp_path, flags, message):
@@ -163,6 +164,8 @@ def test_existing_output_is_never_silently_overwritten(tmp_path):
     result = metax("train", "sinusoid", "--steps", "10", "--out", run, *FAST)
     assert result.returncode == 1
     assert "already exists and is not empty" in result.stderr and "--overwrite" in result.stderr
+    result = metax("train", "sinusoid", "--steps", "10", "--out", run, "--overwrite", *FAST)
+    assert result.returncode == 1 and f"--overwrite: {run} holds no metax run" in result.stderr
     assert (run / "precious.txt").read_text() == "keep me"
 
 
@@ -177,9 +180,13 @@ def test_eval_of_missing_or_corrupt_checkpoint(tmp_path):
         ).returncode
         == 0
     )
+    figure = (run / "fits.png").stat().st_mtime_ns
     ok = metax("eval", run, "--test-tasks", "20")
     assert ok.returncode == 0 and "MSE after  1 step(s)" in ok.stdout
     assert json.loads((run / "eval.json").read_text())["test_tasks"] == 20
+    assert (run / "fits.png").stat().st_mtime_ns == figure  # eval adds files, rewrites none
+    bad = metax("eval", run, "--test-tasks", "1")
+    assert bad.returncode == 2 and "--test-tasks: must be >= 2" in bad.stderr, bad.stderr
 
     # an older checkpoint, with another protocol; a step that is not kept is named
     ok = metax("eval", run, "--step", "10", "--eval-queries", "7", "--test-tasks", "20")

@@ -114,6 +114,11 @@ def test_a_killed_two_process_run_resumes_bit_for_bit(tmp_path):
         (["--process-id", "2", "--num-processes", "2"], r"process_id=2 is out of range for 2"),
         (["--num-processes", "2"], "--coordinator, --num-processes and --process-id go together"),
         (["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+        (  # a bad config is named before waiting for the other processes (nobody listens)
+            "--devices 2 --meta-batch 5 --coordinator 127.0.0.1:1 --num-processes 2 "
+            "--process-id 1 --join-timeout 30".split(),
+            "meta_batch=5 must divide over devices=2",
+        ),
     ],
 )
 def test_bad_process_flags_are_named(tmp_path, flags, match):

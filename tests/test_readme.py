@@ -1,6 +1,9 @@
-"""Every ```python block of the README runs and does what its text says."""
+"""Every ```python block of the README runs and does what its text says; every
+`metax train` command of its ```bash blocks is a run the command line accepts."""
 
+import dataclasses
 import re
+import shlex
 from pathlib import Path
 
 import jax
@@ -53,3 +56,26 @@ def test_readme_block(index, capsys):
     namespace = {"__name__": "__readme__"}
     exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
     CHECKS[index](namespace, capsys.readouterr().out)
+
+
+def train_commands() -> list[str]:
+    """The README's complete `metax train` commands (not `--resume`: that needs a run)."""
+    bash = "\n".join(re.findall(r"```bash\n(.*?)```", README, flags=re.S)).replace("\\\n", " ")
+    lines = (line.partition(" #")[0] for line in bash.splitlines() if "metax train" in line)
+    commands = ["train" + line.split("metax train", 1)[1].rstrip(" &") for line in lines]
+    return [c for c in commands if "..." not in c and "--resume" not in c]
+
+
+def test_every_train_command_of_the_readme_is_a_run_the_cli_accepts():
+    """Each command's flags parse and build a config and its learners (as `metax train`
+    does before it compiles): a README example with a meta-batch that does not divide
+    over its devices, or a setting its algorithm refuses, fails here."""
+    from metax import cli
+    from metax.train.run import build
+
+    commands = train_commands()
+    assert len(commands) >= 6, commands
+    parser = cli.build_parser()
+    for command in commands:
+        config = cli._config(parser.parse_args(shlex.split(command.replace("$i", "0"))), parser)
+        build(dataclasses.replace(config, devices=1))  # the learners (this process has one device)

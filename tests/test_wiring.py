@@ -33,14 +33,17 @@ def one_step(config, state_step=0, **family_options):
 
 
 def test_multi_step_loss_weights_reach_the_learner():
-    """MAML++'s weights depend on the epoch; two annealing speeds give two meta-gradients
-    at the same step. MAML has no multi-step loss: the weights cannot matter there."""
+    """MAML++'s weights depend on the epoch; two epoch lengths give two meta-gradients at
+    the same step. MAML has no multi-step loss: the weights (passed to every learner)
+    cannot matter there, and it refuses an annealing setting rather than ignore it."""
     for algo, differ in (("maml++", True), ("maml", False)):
-        fast, slow = (dataclasses.replace(SIN, algo=algo, msl_anneal_epochs=e) for e in (1, 1000))
+        fast, slow = (dataclasses.replace(SIN, algo=algo, steps_per_epoch=e) for e in (1, 1000))
         _, _, a = one_step(fast, state_step=2)
         _, _, b = one_step(slow, state_step=2)
         same = jax.tree.map(np.array_equal, a.meta_params.params, b.meta_params.params)
         assert all(jax.tree.leaves(same)) != differ, algo
+    with pytest.raises(ValueError, match="--algo maml does not use msl_anneal_epochs=1"):
+        build(dataclasses.replace(SIN, algo="maml", msl_anneal_epochs=1))
 
 
 def test_derivative_order_annealing_is_first_order_then_exact():
@@ -126,6 +129,104 @@ def test_a_nan_loss_after_a_good_checkpoint_stops_the_run_and_keeps_it(tmp_path)
     assert checkpointer.latest_step() == 6
     assert int(checkpointer.restore(state).step) == 6
     assert [r["step"] for r in metrics.read()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_crash_while_validating_keeps_that_steps_checkpoint(tmp_path):
+    """The checkpoint of a step is written before its validation runs."""
+
+    def step_for(i):
+        del i
+        return lambda state: (
+            state._replace(step=state.step + 1),
+            metax.StepInfo(jnp.ones(()), None),
+        )
+
+    def validate(state):
+        raise RuntimeError(f"validation crashed at step {int(state.step)}")
+
+    state = TrainState(metax.MetaParams(jnp.ones(3)), (), jnp.int32(0))
+    config = SIN.__class__(steps=10, log_every=1, checkpoint_every=4, eval_every=4)
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    metrics = MetricsLog(tmp_path / "metrics.jsonl")
+    with pytest.raises(RuntimeError, match="validation crashed at step 4"):
+        fit(state, step_for, config, checkpointer=checkpointer, metrics=metrics,
+            validate=validate, progress=False)  # fmt: skip
+    assert checkpointer.latest_step() == 4
+
+
+TINY = dataclasses.replace(
+    SIN, steps=4, log_every=1, eval_every=2, checkpoint_every=2, val_tasks=5, test_tasks=5
+)
+
+
+def test_validation_compiles_its_fine_tuning_once(monkeypatch):
+    """Each validation reuses one compiled program: the learner's fine-tuning is traced once."""
+    run = build(TINY)
+    state = initial_state(run)
+    traced = []
+
+    def adapt(*args, **kwargs):
+        traced.append(1)
+        return run.learner.adapt(*args, **kwargs)
+
+    learner = run.learner._replace(adapt=adapt)
+    values = [run.family.validate(learner, state.meta_params, None) for _ in range(3)]
+    assert len(traced) == 1 and values[0] == values[2]
+
+
+def test_results_are_written_before_the_figures(tmp_path, monkeypatch):
+    """A failing plot loses no finished test: results.json is on disk first."""
+    from metax.train.sinusoid import Sinusoid
+
+    def broken_plot(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Sinusoid, "plot", broken_plot)
+    with pytest.raises(OSError, match="disk full"):
+        train(TINY, tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps_trained"] == 4
+
+
+def test_resume_refuses_steps_it_cannot_honour_and_redoes_an_uncheckpointed_log(tmp_path):
+    """A cosine-decayed run keeps its length; no run resumes below the step it reached; a run
+    killed before its first checkpoint logs each step once when resumed."""
+    cosine = dataclasses.replace(TINY, outer_decay="cosine")
+    train(cosine, tmp_path / "cosine", progress=False)
+    with pytest.raises(ValueError, match=r"steps=8 \(run: 4\): the outer rate is cosine-decayed"):
+        train(dataclasses.replace(cosine, steps=8), tmp_path / "cosine", resume=True)
+    assert json.loads((tmp_path / "cosine" / "config.json").read_text())["steps"] == 4
+
+    run = tmp_path / "constant"
+    train(TINY, run, progress=False)
+    with pytest.raises(ValueError, match="steps=2: the run reached step 4"):
+        train(dataclasses.replace(TINY, steps=2), run, resume=True)
+    shutil.rmtree(run / "checkpoints")  # as if killed before its first checkpoint
+    train(TINY, run, resume=True, progress=False)
+    logged = [(r["step"], "loss" in r) for r in MetricsLog(run / "metrics.jsonl").read()]
+    assert len(logged) == len(set(logged)) == 4 + 2  # 4 losses, 2 validations, once each
+    assert int(load(run)[1].step) == 4
+    with pytest.raises(ValueError, match=r"sinusoid runs have no settings \['data'\]"):
+        load(run, data=Path("omniglot.npz"))  # a path is a setting, not a loaded dataset
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"algo": "reptile", "first_order_epochs": 2}, "reptile does not use first_order_epochs=2"),
+        ({"algo": "fomaml", "first_order_epochs": 1}, "fomaml does not use first_order_epochs=1"),
+        ({"algo": "maml", "lam": 1.0}, "maml does not use lam=1.0"),
+        ({"algo": "meta-sgd", "hyper_lr": 0.1}, "meta-sgd does not use hyper_lr=0.1"),
+    ],
+)
+def test_a_setting_the_algorithm_never_reads_is_refused_not_ignored(changes, message):
+    with pytest.raises(ValueError, match=message):
+        build(dataclasses.replace(SIN, **changes))
+
+
+def test_imaml_refuses_to_freeze_batch_norm_in_its_inner_loop():
+    config = OmniglotConfig(data="unused.npz", algo="imaml", inner_bn="freeze", features=8)
+    with pytest.raises(ValueError, match="imaml does not use inner_bn='freeze'"):
+        build(config)
 
 
 @pytest.fixture(scope="module")

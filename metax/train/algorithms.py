@@ -5,6 +5,7 @@ Every learner has the same contract, so the training step never asks which one i
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import NamedTuple
@@ -62,6 +63,33 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
+# Settings only some algorithms read: any other algorithm refuses a value but the default.
+OWN_SETTINGS = {
+    "msl_anneal_epochs": ("maml++",),
+    **dict.fromkeys(("lam", "cg_steps", "cg_damping", "lam_damping"), ("imaml",)),
+    **dict.fromkeys(("hyper_lr", "outer_hyper_lr"), ("alpha-maml",)),
+}
+
+
+def check_settings(config: RunConfig, spec: ModelSpec) -> None:
+    """Raises, naming each value, where ``config`` asks its algorithm for what it never does."""
+    algo, accepted = ALGORITHMS[config.algo], _accepted(ALGORITHMS[config.algo].factory)
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    unused = [
+        f"{name}={getattr(config, name)!r}"
+        for name, algos in OWN_SETTINGS.items()
+        if config.algo not in algos and getattr(config, name) != defaults[name]
+    ]
+    if config.first_order_epochs and ("first_order" not in accepted or algo.first_order):
+        unused.append(f"first_order_epochs={config.first_order_epochs} (no exact phase)")
+    if spec.adapt_mask is not None and "adapt_mask" not in accepted:
+        unused.append(
+            f"inner_bn={getattr(config, 'inner_bn', 'freeze')!r} (it adapts every weight)"
+        )
+    if unused:
+        raise ValueError(f"--algo {config.algo} does not use {', '.join(unused)}.")
+
+
 def _accepted(factory: Callable) -> set[str]:
     parameters = inspect.signature(factory).parameters
     names = set(parameters)
@@ -101,7 +129,12 @@ def make_learner(config: RunConfig, spec: ModelSpec, first_order: bool) -> metax
 
 
 def learners(config: RunConfig, spec: ModelSpec) -> metax.DerivativeOrderAnnealing:
-    """The run's learners: first order for ``first_order_epochs`` epochs, then exact."""
+    """The run's learners: first order for ``first_order_epochs`` epochs, then exact.
+
+    Raises:
+      ValueError: a setting the algorithm does not use (:func:`check_settings`).
+    """
+    check_settings(config, spec)
     return metax.derivative_order_annealing(
         lambda first_order: make_learner(config, spec, first_order),
         first_order_epochs=config.first_order_epochs,
@@ -128,7 +161,12 @@ def outer_optimizer(config: RunConfig) -> optax.GradientTransformation:
             },
             metax.MetaParams(params="params", hparams="rates"),
         )
-    decay = algo.decay if config.outer_decay == "auto" else config.outer_decay
-    if decay == "cosine":
+    if outer_decay(config) == "cosine":
         return optax.adam(optax.cosine_decay_schedule(config.outer_lr, config.steps, alpha=0.01))
     return optax.adam(config.outer_lr)
+
+
+def outer_decay(config: RunConfig) -> str:
+    """The schedule of ``config``'s outer rate: ``constant`` or ``cosine`` (``auto`` resolved)."""
+    algo = ALGORITHMS[config.algo]
+    return algo.decay if config.outer_decay == "auto" else config.outer_decay

@@ -44,9 +44,9 @@ class RunConfig:
       inner_steps: inner steps while meta-training.
       inner_lr: inner SGD rate (MAML++: the initial learned rate).
       outer_lr: Adam rate of the meta-update.
-      outer_decay: its schedule: cosine (to 1% of outer_lr at the last step; a larger
-        steps on resume stretches what is left of it), constant, or auto (cosine for
-        maml++, as Antoniou et al.; constant otherwise, as Finn et al.).
+      outer_decay: its schedule: cosine (to 1% of outer_lr at the last step, so a
+        resumed run keeps its steps), constant, or auto (cosine for maml++, as Antoniou
+        et al.; constant otherwise, as Finn et al.).
       meta_batch: tasks per meta-step.
       chunk_size: tasks per chunk of the meta-batch (bounds memory); ``None``: all at once.
       steps: meta-steps in all.
@@ -147,6 +147,7 @@ RULES = {
     "path": (lambda v: isinstance(v, str) and v != "", "must be a non-empty string"),
     "int": (_is_int, "must be an integer"),
     "count": (lambda v: _is_int(v) and v >= 1, "must be >= 1"),
+    "sample": (lambda v: _is_int(v) and v >= 2, "must be >= 2 (a confidence interval needs two)"),
     "non-negative": (lambda v: _is_int(v) and v >= 0, "must be >= 0"),
 }
 
@@ -159,6 +160,8 @@ def field_kind(cls: type[RunConfig], name: str) -> str:
     kinds = {"float": "damping" if name in DAMPINGS else "rate", "str": "path"}
     if annotation in kinds or annotation.startswith("tuple"):
         return kinds.get(annotation, "widths")
+    if name == "test_tasks":
+        return "sample"
     return "int" if name in ANY_INT else "non-negative" if name in NON_NEGATIVE else "count"
 
 

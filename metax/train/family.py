@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol
 
@@ -71,3 +71,14 @@ class TaskFamily(Protocol):
 
     def plot(self, out: Path, records: list[dict], learner: metax.MetaLearner, meta_params) -> None:
         """Writes the run's figures into ``out``."""
+
+    def compiled(self, program: Callable[[], Callable], *key: Hashable) -> Callable:
+        """``jax.jit(program())``, built once per ``key``.
+
+        Validation runs every ``eval_every`` steps; a new ``jax.jit`` each time would
+        compile its fine-tuning anew. ``key`` names everything ``program`` depends on.
+        """
+        cache = vars(self).setdefault("_compiled", {})
+        if key not in cache:
+            cache[key] = jax.jit(program())
+        return cache[key]

@@ -41,7 +41,8 @@ def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
     ``resume`` continues the run in ``out``; ``overwrite`` deletes it first.
 
     Raises:
-      FileExistsError: ``out`` holds files and neither ``resume`` nor ``overwrite``.
+      FileExistsError: ``out`` holds files and neither ``resume`` nor ``overwrite``, or
+        ``overwrite`` but ``out`` holds files and no run (it is never deleted then).
       FileNotFoundError: ``resume`` but ``out`` holds no run.
       PermissionError: ``out`` cannot be written.
     """
@@ -59,6 +60,10 @@ def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
             raise FileExistsError(
                 f"output directory {out} already exists and is not empty; pass --resume to "
                 "continue that run or --overwrite to replace it."
+            )
+        if not (out / "config.json").is_file():  # a typo in --out must not delete a folder
+            raise FileExistsError(
+                f"--overwrite: {out} holds no metax run (no config.json); refusing to delete it."
             )
         shutil.rmtree(out)
     try:
@@ -111,16 +116,17 @@ def fit(
             if not math.isfinite(loss):
                 raise NonFiniteLossError(
                     f"meta-training loss is {loss} at step {done}; the last good checkpoint "
-                    f"(step {checkpointer.latest_step()}) in {checkpointer.directory} is kept. "
-                    "Lower the learning rates or check the data."
+                    f"(step {checkpointer.latest_step()}) in {checkpointer.directory} is kept "
+                    "for `metax eval --step`. Start a new run with lower rates (a resumed run "
+                    "repeats the same steps), or check the data."
                 )
             extra = log_extra(info) if log_extra is not None else {}
             metrics.write({"step": done, "loss": loss, "steps_per_sec": round(rate, 2), **extra})
             bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{rate:.0f}")
+        if done % config.checkpoint_every == 0 or done == num_steps:
+            checkpointer.save(done, state)  # before validating: a crash there loses no step
         if validate is not None and config.eval_every and done % config.eval_every == 0:
             metrics.write({"step": done, **validate(state)})
-        if done % config.checkpoint_every == 0 or done == num_steps:
-            checkpointer.save(done, state)
         bar.update(1)
     bar.close()
     return state

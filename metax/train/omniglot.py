@@ -197,17 +197,21 @@ class Omniglot(TaskFamily):
 
     def accuracies(self, learner, meta_params, model_state, *, pool: str, num_tasks: int):
         """Query accuracy of ``num_tasks`` episodes of ``pool``, the same for every run."""
-        images, alphabet = self.pools[pool]
-        seed = self.config.eval_seed + (0 if pool == "test" else 1)
-        # keys split in blocks of 50, as metax 0.1 drew them: the same episodes as before
-        keys = jax.random.split(jax.random.key(seed), -(-num_tasks // 50) * 50)[:num_tasks]
 
-        def accuracy(meta_params, model_state, key):
-            task = sample_episode(key, images, self.eval_spec, alphabet=alphabet)
-            logits = self.episode_logits(learner, meta_params, model_state, task)
-            return jnp.mean(jnp.argmax(logits, -1) == task.query["y"])
+        def program():
+            images, alphabet = self.pools[pool]
+            seed = self.config.eval_seed + (0 if pool == "test" else 1)
+            # keys split in blocks of 50, as metax 0.1 drew them: the same episodes as before
+            keys = jax.random.split(jax.random.key(seed), -(-num_tasks // 50) * 50)[:num_tasks]
 
-        each = jax.jit(lambda mp, ms: jax.lax.map(lambda k: accuracy(mp, ms, k), keys))
+            def accuracy(meta_params, model_state, key):
+                task = sample_episode(key, images, self.eval_spec, alphabet=alphabet)
+                logits = self.episode_logits(learner, meta_params, model_state, task)
+                return jnp.mean(jnp.argmax(logits, -1) == task.query["y"])
+
+            return lambda mp, ms: jax.lax.map(lambda k: accuracy(mp, ms, k), keys)
+
+        each = self.compiled(program, learner, pool, num_tasks)
         return np.asarray(each(meta_params, model_state))
 
     def validate(self, learner, meta_params, model_state) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,7 +139,9 @@ def train(
       The results, also written to ``results.json``.
     """
     if resume:
-        config = resumed_config(load_config(CONFIGS, Path(out) / "config.json"), config)
+        saved = load_config(CONFIGS, Path(out) / "config.json")
+        config = resumed_config(saved, config)
+        _check_resumed_steps(saved, config, Path(out))
     run = build(config, **family_options)
     run.family.check()
     main = jax.process_index() == 0
@@ -154,6 +157,7 @@ def train(
         state = jax.device_put(jax.tree.map(np.asarray, state), parallel.replicated(run.mesh))
     if resume and checkpointer.latest_step() is not None:
         state = checkpointer.restore(abstract_like(state))
+    if resume:  # the records past the restored step (all of them, if none was) are redone
         metrics.truncate_after(int(state.step))
     tic = time.perf_counter()
     try:
@@ -171,11 +175,31 @@ def train(
         checkpointer.close()
     results = {"process_index": jax.process_index()}
     if main:
-        results = evaluate(run, _one_device(state), out)
+        results = evaluate(run, _one_device(state))
         results["train_seconds_this_session"] = round(time.perf_counter() - tic, 1)
-        (out / "results.json").write_text(json.dumps(results, indent=2))
+        (out / "results.json").write_text(json.dumps(results, indent=2))  # before the figures
+        run.family.plot(
+            out, MetricsLog(out / "metrics.jsonl").read(), run.learner, state.meta_params
+        )
     parallel.barrier("results written")
     return results
+
+
+def _check_resumed_steps(saved: RunConfig, config: RunConfig, out: Path) -> None:
+    """A resumed run's ``steps``: not below the step it reached; fixed under a cosine rate."""
+    if config.steps != saved.steps and algorithms.outer_decay(config) == "cosine":
+        raise ValueError(
+            f"cannot resume with steps={config.steps} (run: {saved.steps}): the outer rate is "
+            "cosine-decayed over the run's steps, so every step left would change its rate. "
+            "Start a new run for another length."
+        )
+    checkpointer = Checkpointer(out / "checkpoints")
+    reached = checkpointer.latest_step()
+    checkpointer.close()
+    if reached is not None and reached > config.steps:
+        raise ValueError(
+            f"cannot resume with steps={config.steps}: the run reached step {reached}."
+        )
 
 
 def _step_metrics(run: Run, info: metax.StepInfo) -> dict[str, float]:
@@ -198,15 +222,12 @@ def _one_device(state: TrainState) -> TrainState:
     return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, state)
 
 
-def evaluate(run: Run, state: TrainState, out: Path | None = None) -> dict[str, Any]:
-    """Tests ``state`` on the family's ``test_tasks`` test tasks; plots into ``out``."""
+def evaluate(run: Run, state: TrainState) -> dict[str, Any]:
+    """Tests ``state`` on the family's ``test_tasks`` test tasks."""
     shown = ("family", "algo", "shots", "test_tasks", "eval_queries", "eval_inner_steps")
     results = {name: getattr(run.config, name) for name in shown}
     results["steps_trained"] = int(state.step)
     results.update(run.family.test(run.learner, state.meta_params, state.model_state))
-    if out is not None:
-        records = MetricsLog(Path(out) / "metrics.jsonl").read()
-        run.family.plot(Path(out), records, run.learner, state.meta_params)
     return results
 
 
@@ -218,6 +239,8 @@ def load(out: str | Path, *, step: int | None = None, **overrides: Any) -> tuple
     dataset is handed to the family. No data are loaded until the family needs them.
     """
     out = Path(out)
+    if isinstance(overrides.get("data"), os.PathLike):
+        overrides["data"] = str(overrides["data"])
     loaded = not isinstance(overrides.get("data", ""), str)
     family_options = {"data": overrides.pop("data")} if loaded else {}
     config = load_config(CONFIGS, out / "config.json")

@@ -87,25 +87,28 @@ class Sinusoid(TaskFamily):
         The tasks come from ``eval_seed`` and are the same for every algorithm and run.
         """
         c = self.config
-        data = sample_sinusoid_tasks(
-            jax.random.key(c.eval_seed), num_tasks, shots=c.shots, queries=c.eval_queries
-        )
 
-        @jax.jit
-        def mse(meta_params):
-            def one_task(task):
-                _, info = learner.adapt(
-                    meta_params,
-                    task.support,
-                    num_steps=num_steps,
-                    eval_fn=lambda p: self.loss_fn(p, task.query),
-                )
-                before = self.loss_fn(meta_params.params, task.query)
-                return jnp.concatenate([before[None], info.query_loss])
+        def program():
+            data = sample_sinusoid_tasks(
+                jax.random.key(c.eval_seed), num_tasks, shots=c.shots, queries=c.eval_queries
+            )
 
-            return jax.vmap(one_task)(data.tasks)
+            def mse(meta_params):
+                def one_task(task):
+                    _, info = learner.adapt(
+                        meta_params,
+                        task.support,
+                        num_steps=num_steps,
+                        eval_fn=lambda p: self.loss_fn(p, task.query),
+                    )
+                    before = self.loss_fn(meta_params.params, task.query)
+                    return jnp.concatenate([before[None], info.query_loss])
 
-        return np.asarray(mse(meta_params))
+                return jax.vmap(one_task)(data.tasks)
+
+            return mse
+
+        return np.asarray(self.compiled(program, learner, num_tasks, num_steps)(meta_params))
 
     def validate(self, learner, meta_params, model_state) -> dict[str, float]:
         """Mean query MSE after one fine-tuning step on ``val_tasks`` tasks."""
