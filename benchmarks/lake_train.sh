@@ -5,7 +5,8 @@
 # SGD step of 0.4, meta-batch 16, Adam 1e-3 cosine-decayed to 1% at the last step. Score it per
 # image with `metax eval-lake --per-image` (each test image normalised with the support set and
 # itself, never with other test images), or with benchmarks/lake_eval.py.
-#   DATA=path/to/omniglot_105.npz bash benchmarks/lake_train.sh [--resume | --overwrite] [--steps N]
+#   DATA=path/to/omniglot_105.npz STEPS=2500 bash benchmarks/lake_train.sh [--resume | --overwrite]
+# (a resumed run keeps its STEPS: the rate is cosine-decayed over them)
 # The seventh session's model (29.50% error per image) came from within-alphabet episodes
 # (--episodes within_alphabet), Adam 1e-3 constant, 3,000 steps, out runs/lake-maml-20w1s.
 # The sixth session's model (MAML++ with per-step batch norm, 68.25% error) came from
