@@ -11,6 +11,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 
@@ -31,20 +32,24 @@ def publish(run: Path, cell: str) -> Path:
     steps = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
     if not steps:
         raise FileNotFoundError(f"no checkpoint in {run / 'checkpoints'}")
-    out = WEIGHTS / cell
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "checkpoints").mkdir(parents=True)
-    for name in FILES:
-        if (run / name).is_file():
-            shutil.copy(run / name, out / name)
-    shutil.copytree(run / "checkpoints" / str(steps[-1]), out / "checkpoints" / str(steps[-1]))
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    if size > LIMIT:
-        shutil.rmtree(out)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", cell) or ".." in cell:
+        raise ValueError(f"cell {cell!r} must be one folder name, e.g. maml-5w1s")
+    checkpoint = run / "checkpoints" / str(steps[-1])
+    files = [run / name for name in FILES if (run / name).is_file()]
+    size = sum(p.stat().st_size for p in [*files, *checkpoint.rglob("*")] if p.is_file())
+    if size > LIMIT:  # refused before anything published is touched
         raise ValueError(
             f"{run} is {size / 2**20:.1f} MB, over the 2 MB limit for published weights"
         )
+    out = WEIGHTS / cell
+    new = WEIGHTS / f".{cell}.new"  # written in full, then swapped in
+    shutil.rmtree(new, ignore_errors=True)
+    (new / "checkpoints").mkdir(parents=True)
+    for path in files:
+        shutil.copy(path, new / path.name)
+    shutil.copytree(checkpoint, new / "checkpoints" / checkpoint.name)
+    shutil.rmtree(out, ignore_errors=True)
+    new.rename(out)
     print(f"{out}: step {steps[-1]}, {size / 2**20:.2f} MB")
     return out
 

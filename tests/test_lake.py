@@ -84,7 +84,7 @@ def test_broken_run_folders(tmp_path, runs):
         read_run(tmp_path / "bad" / "run02")
 
 
-def test_a_missing_or_extra_class_image_is_named(tmp_path, runs):
+def test_a_missing_or_extra_image_or_a_wrong_label_line_is_named(tmp_path, runs):
     import shutil
 
     root, _ = runs
@@ -104,6 +104,25 @@ def test_a_missing_or_extra_class_image_is_named(tmp_path, runs):
     (missing / "test" / "item03.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"missing test images: .*item03\.png"):
         read_run(missing)
+
+    other = tmp_path / "other" / "run02"  # run01's answers under run02's name
+    shutil.copytree(root / "run01", other)
+    with pytest.raises(ValueError, match=r"run01/test/item\d+\.png is not in run02/test"):
+        read_run(other)
+    twice = tmp_path / "twice" / "run01"
+    shutil.copytree(root / "run01", twice)
+    labels = twice / "class_labels.txt"
+    first = labels.read_text().splitlines()[0]
+    labels.write_text(labels.read_text() + first + "\n")
+    with pytest.raises(
+        ValueError, match=r"class_labels\.txt:21: test/item\d+\.png is named a second"
+    ):
+        read_run(twice)
+    unlabelled = tmp_path / "unlabelled" / "run01"
+    shutil.copytree(root / "run01", unlabelled)
+    shutil.copy(unlabelled / "test" / "item01.png", unlabelled / "test" / "item99.png")
+    with pytest.raises(ValueError, match=r"test/item99\.png is named by no line"):
+        read_run(unlabelled)
 
 
 def test_runs_of_different_ways_are_refused(tmp_path, runs):

@@ -70,12 +70,12 @@ def _write_png(path, array):
     Image.fromarray(array).save(path)
 
 
-def _fake_tree(root, chars=3, drawers=4, size=(20, 20)):
+def _fake_tree(root, chars=3, drawers=4, size=(20, 20), alphabet="Alpha"):
     rng = np.random.default_rng(0)
     for c in range(1, chars + 1):
         for d in range(1, drawers + 1):
             img = np.where(rng.random(size) < 0.1, 0, 255).astype(np.uint8)
-            _write_png(root / "Alpha" / f"character{c:02d}" / f"{c:04d}_{d:02d}.png", img)
+            _write_png(root / alphabet / f"character{c:02d}" / f"{c:04d}_{d:02d}.png", img)
 
 
 def test_png_folder_layout_and_its_errors(tmp_path):
@@ -83,9 +83,20 @@ def test_png_folder_layout_and_its_errors(tmp_path):
     _fake_tree(root)
     data = load_png_folders(root, size=10)
     assert data.images.shape == (3, 4, 10, 10)
+    assert data.is_background.all()
+
+    # the original layout: characters under images_evaluation* are Lake's evaluation set
+    _fake_tree(tmp_path / "original" / "images_background", chars=2)
+    _fake_tree(tmp_path / "original" / "images_evaluation", chars=1, alphabet="Omega")
+    both = load_png_folders(tmp_path / "original", size=10, cache_dir=tmp_path / "cache")
+    assert both.is_background.tolist() == [True, True, False]
+    assert alphabet_split(both).test.tolist() == [2]
 
     with pytest.raises(FileNotFoundError, match="no Omniglot folder or zip"):
         load_png_folders(tmp_path / "missing")
+    (tmp_path / "archive.tar.gz").write_bytes(b"0123456789")
+    with pytest.raises(ValueError, match=r"archive\.tar\.gz is neither a folder nor a zip"):
+        load_png_folders(tmp_path / "archive.tar.gz")
     (tmp_path / "empty").mkdir()
     with pytest.raises(
         FileNotFoundError,
@@ -121,6 +132,32 @@ def test_npz_with_wrong_keys(tmp_path):
         om.load_npz(path)
     with pytest.raises(FileNotFoundError, match="no Omniglot npz"):
         om.load_npz(tmp_path / "nope.npz")
+    good = {
+        "images": np.ones((2, 2, 5, 5), bool),
+        "char_id": np.arange(2),
+        "alphabet": np.zeros(2, int),
+        "alphabet_names": np.asarray(["A"]),
+        "is_background": np.ones(2, bool),
+    }
+    for key, value, match in [
+        (
+            "alphabet",
+            np.zeros(3, int),
+            r"alphabet must hold one value per class \(2\), got shape \(3,\)",
+        ),
+        (
+            "alphabet",
+            np.asarray([0, 5]),
+            r"alphabet indexes alphabet_names \(1 names\), got values 0\.\.5",
+        ),
+    ]:
+        np.savez(path, **{**good, key: value})
+        with pytest.raises(ValueError, match=match):
+            om.load_npz(path, cache_dir=tmp_path)
+    with open(path, "wb") as f:
+        np.save(f, good["images"])
+    with pytest.raises(ValueError, match=r"a single \.npy array, not an npz archive"):
+        om.load_npz(path, cache_dir=tmp_path)
 
 
 @needs_data

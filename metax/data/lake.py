@@ -54,7 +54,16 @@ def read_run(run_dir: Path, *, size: int = 28) -> tuple[np.ndarray, np.ndarray, 
             raise ValueError(
                 f"{labels_file}:{number}: expected 'runXX/test/itemNN.png runXX/training/classMM.png', got {line!r}"
             )
+        for path, folder in zip(parts, ("test", "training"), strict=True):
+            where = Path(path).parts[-3:-1]
+            if len(where) == 2 and where != (run_dir.name, folder):
+                raise ValueError(
+                    f"{labels_file}:{number}: {path} is not in {run_dir.name}/{folder} "
+                    "(the class_labels.txt of another run?)"
+                )
         item, cls = Path(parts[0]).name, Path(parts[1]).name
+        if run_dir / "test" / item in test_paths:
+            raise ValueError(f"{labels_file}:{number}: test/{item} is named a second time")
         if cls not in index:
             raise ValueError(
                 f"{labels_file}:{number}: {cls} is not among the training images of {run_dir}"
@@ -65,6 +74,13 @@ def read_run(run_dir: Path, *, size: int = 28) -> tuple[np.ndarray, np.ndarray, 
     if unnamed:
         raise ValueError(
             f"{run_dir}/training/{unnamed[0]} is named by no line of {labels_file} (an extra class image?)"
+        )
+    unlabelled = sorted(
+        {p.name for p in (run_dir / "test").glob("*.png")} - {p.name for p in test_paths}
+    )
+    if unlabelled:
+        raise ValueError(
+            f"{run_dir}/test/{unlabelled[0]} is named by no line of {labels_file} (an extra test image?)"
         )
     missing = [p for p in test_paths if not p.is_file()]
     if missing:

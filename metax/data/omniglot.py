@@ -144,6 +144,8 @@ def load_npz(path: str | Path, *, size: int = 28, cache_dir: str | Path | None =
         f = np.load(path)
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a readable npz file: {e}") from e
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single .npy array, not an npz archive of {list(NPZ_KEYS)}.")
     with f:
         missing = [k for k in NPZ_KEYS if k not in f.files]
         if missing:
@@ -155,6 +157,18 @@ def load_npz(path: str | Path, *, size: int = 28, cache_dir: str | Path | None =
         if images.ndim != 4:
             raise ValueError(
                 f"{path}: images must be [classes, drawers, H, W], got shape {images.shape}."
+            )
+        for key in ("char_id", "alphabet", "is_background"):
+            if f[key].shape != images.shape[:1]:
+                raise ValueError(
+                    f"{path}: {key} must hold one value per class ({images.shape[0]}), "
+                    f"got shape {f[key].shape}."
+                )
+        names = f["alphabet_names"]
+        if f["alphabet"].size and not 0 <= f["alphabet"].min() <= f["alphabet"].max() < len(names):
+            raise ValueError(
+                f"{path}: alphabet indexes alphabet_names ({len(names)} names), got values "
+                f"{f['alphabet'].min()}..{f['alphabet'].max()}."
             )
         data = Omniglot(
             images=resize_ink(ink_from_white_background(images), size),

@@ -25,9 +25,14 @@ from metax.data.omniglot import (
 _CHAR_DIR = re.compile(r"^character(\d+)$")
 
 
-def _png_entries(root: Path) -> dict[tuple[str, int], list[tuple[str, bytes]]]:
-    """Collects ``{(alphabet, character): [(name, png bytes), ...]}`` from a folder or zip."""
+def _png_entries(root: Path) -> tuple[dict[tuple[str, int], list[tuple[str, bytes]]], set]:
+    """``{(alphabet, character): [(name, png bytes), ...]}`` from a folder or zip.
+
+    Also returns the characters under an ``images_evaluation*`` folder or zip: Lake et
+    al.'s evaluation alphabets, the test part of the ``alphabet`` split.
+    """
     entries: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
+    evaluation: set[tuple[str, int]] = set()
 
     def add(parts: list[str], name: str, read) -> None:
         if len(parts) < 3 or not parts[-1].lower().endswith(".png"):
@@ -35,7 +40,10 @@ def _png_entries(root: Path) -> dict[tuple[str, int], list[tuple[str, bytes]]]:
         match = _CHAR_DIR.match(parts[-2])
         if match is None:
             return
-        entries.setdefault((parts[-3], int(match.group(1))), []).append((name, read()))
+        key = (parts[-3], int(match.group(1)))
+        entries.setdefault(key, []).append((name, read()))
+        if any(p.startswith("images_evaluation") for p in [root.name, *parts[:-3]]):
+            evaluation.add(key)
 
     if root.is_file() and zipfile.is_zipfile(root):
         with zipfile.ZipFile(root) as z:
@@ -46,12 +54,14 @@ def _png_entries(root: Path) -> dict[tuple[str, int], list[tuple[str, bytes]]]:
                         f"{root}:{info.filename}",
                         lambda i=info: z.read(i),
                     )
-        return entries
+        return entries, evaluation
+    if root.is_file():
+        raise ValueError(f"{root} is neither a folder nor a zip of Omniglot PNGs.")
     if not root.is_dir():
         raise FileNotFoundError(f"no Omniglot folder or zip at {root}")
     for png in sorted(root.rglob("*.png")):
         add(list(png.relative_to(root).parts), str(png), png.read_bytes)
-    return entries
+    return entries, evaluation
 
 
 def decode_png(name: str, raw: bytes) -> np.ndarray:
@@ -92,13 +102,15 @@ def load_png_folders(
     cache = None
     if cacheable:
         tag = hashlib.sha256("|".join(_source_tag(r) for r in roots).encode()).hexdigest()[:16]
-        cache = _cache_path(f"png-{tag}", size, cache_dir)
+        cache = _cache_path(f"png2-{tag}", size, cache_dir)  # png2: with evaluation alphabets
         cached = _load_cache(cache)
         if cached is not None:
             return cached
     merged: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
+    evaluation: set[tuple[str, int]] = set()
     for root in roots:
-        entries = _png_entries(root)
+        entries, in_evaluation = _png_entries(root)
+        evaluation |= in_evaluation
         if not entries:
             raise FileNotFoundError(
                 f"{root} holds no Omniglot images; expected <Alphabet>/characterNN/*.png "
@@ -138,7 +150,7 @@ def load_png_folders(
         alphabet=np.asarray([alphabet_names.index(a) for a, _ in keys], np.int32),
         alphabet_names=alphabet_names,
         char_id=np.arange(1, len(keys) + 1, dtype=np.int32),
-        is_background=np.ones(len(keys), bool),
+        is_background=np.asarray([k not in evaluation for k in keys], bool),
     )
     if cache is not None:
         _save_cache(cache, data)
