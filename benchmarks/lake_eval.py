@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True, help="where the figures go")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run folders")
     args = parser.parse_args()
+    if not args.json.parent.is_dir():  # checked before the evaluation, not after it
+        parser.error(f"--json: no folder {args.json.parent}")
     with tempfile.TemporaryDirectory() as runs:
         alphabets = write_lake_runs(args.data, Path(runs), seed=args.seed)
         result = evaluate_lake(runs, args.checkpoint, per_image=True)
@@ -48,7 +50,7 @@ def main() -> None:
         p = result["per_image"]["runs"][run]
         print(f"| {run} | {name} | {100 * t:.0f}% | {100 * p:.0f}% |")
     t, p = result["transductive"]["error_rate"], result["per_image"]["error_rate"]
-    print(f"| all 20 | | **{100 * t:.2f}%** | **{100 * p:.2f}%** |")
+    print(f"| all {len(alphabets)} | | **{100 * t:.2f}%** | **{100 * p:.2f}%** |")
     for name, error in REFERENCES.items():
         print(f"| {name} | | {error}% | |")
 

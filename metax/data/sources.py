@@ -33,4 +33,6 @@ def load_omniglot(source: str | Path, *, size: int = 28) -> Omniglot:
             f"no Omniglot data at {path}; pass an npz (the omniglot_105.npz layout), "
             "a folder or zip of <Alphabet>/characterNN/*.png, or 'tfds'."
         )
-    return load_npz(path, size=size) if path.suffix == ".npz" else load_png_folders(path, size=size)
+    if path.suffix.lower() == ".npz":
+        return load_npz(path, size=size)
+    return load_png_folders(path, size=size)
