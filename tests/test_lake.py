@@ -128,10 +128,11 @@ def test_a_missing_or_extra_image_or_a_wrong_label_line_is_named(tmp_path, runs)
 def test_runs_of_different_ways_are_refused(tmp_path, runs):
     from metax.data.lake import read_runs
 
-    write_runs(tmp_path / "mixed", num_runs=1, ways=20)
-    write_runs(tmp_path / "five", num_runs=2, ways=5)
-    (tmp_path / "five" / "run02").rename(tmp_path / "mixed" / "run02")
-    with pytest.raises(ValueError, match=r"run02 has 5 training images but the runs before it 20"):
+    write_runs(tmp_path / "mixed", num_runs=1, ways=5)  # run01 is the odd one out
+    write_runs(tmp_path / "twenty", num_runs=3, ways=20)
+    for name in ("run02", "run03"):
+        (tmp_path / "twenty" / name).rename(tmp_path / "mixed" / name)
+    with pytest.raises(ValueError, match=r"have 20 training images, except \{'run01': 5\}"):
         read_runs(tmp_path / "mixed")
 
 

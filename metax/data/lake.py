@@ -8,6 +8,7 @@ image per class), ``test/itemNN.png`` and ``class_labels.txt`` whose lines read
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,25 @@ def run_folders(runs_dir: str | Path) -> list[Path]:
     return run_dirs
 
 
+def run_ways(runs_dir: str | Path) -> int:
+    """The classes of each run (its ``training/class*.png``), the same for every run.
+
+    Raises:
+      FileNotFoundError: no ``run*`` folders.
+      ValueError: runs of different numbers of classes, naming those that differ from
+        the most common number.
+    """
+    counts = {r.name: len(list((r / "training").glob("class*.png"))) for r in run_folders(runs_dir)}
+    usual = Counter(counts.values()).most_common(1)[0][0]
+    odd = {name: n for name, n in counts.items() if n != usual}
+    if odd:
+        raise ValueError(
+            f"every run must be the same N-way task: the runs have {usual} training images, "
+            f"except {odd}."
+        )
+    return usual
+
+
 def read_runs(runs_dir: str | Path, *, size: int = 28) -> dict[str, Task]:
     """Every ``run*`` folder of ``runs_dir`` as one episode, by run name.
 
@@ -108,15 +128,10 @@ def read_runs(runs_dir: str | Path, *, size: int = 28) -> dict[str, Task]:
       ValueError: a malformed ``class_labels.txt`` line (named with its number), a
         training image that no line names, or runs of different numbers of classes.
     """
+    run_ways(runs_dir)
     episodes = {}
     for run_dir in run_folders(runs_dir):
         train_x, test_x, truth = read_run(run_dir, size=size)
-        first = next(iter(episodes.values()), None)
-        if first is not None and len(first.support["y"]) != len(train_x):
-            raise ValueError(
-                f"{run_dir} has {len(train_x)} training images but the runs before it "
-                f"{len(first.support['y'])}: every run must be the same N-way task."
-            )
         episodes[run_dir.name] = Task(
             support={"x": model_input(train_x), "y": np.arange(len(train_x), dtype=np.int32)},
             query={"x": model_input(test_x), "y": truth.astype(np.int32)},

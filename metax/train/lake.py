@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from metax.data.lake import read_runs, run_folders
+from metax.data.lake import read_runs, run_ways
 from metax.train.config import load_config
 from metax.train.run import CONFIGS, load
 
@@ -24,19 +24,18 @@ def evaluate_lake(
     ``Omniglot.episode_logits``). The model must have been meta-trained as
     ``len(training images)``-way 1-shot. Restoring it needs no training data.
     """
-    run_folders(runs_dir)  # the runs first: they are the argument most often wrong
+    ways = run_ways(runs_dir)  # the runs first: they are the argument most often wrong
     config = load_config(CONFIGS, Path(checkpoint) / "config.json")
     if config.family != "omniglot":
         raise ValueError(
             f"{checkpoint} is a {config.family} run; Lake's runs need an Omniglot model."
         )
-    episodes = read_runs(runs_dir, size=config.image_size)
-    ways = len(next(iter(episodes.values())).support["y"])
     if config.ways != ways or config.shots != 1:
         raise ValueError(
             f"the runs are {ways}-way 1-shot but the checkpoint was meta-trained {config.ways}-way "
             f"{config.shots}-shot; train with --ways {ways} --shots 1."
         )
+    episodes = read_runs(runs_dir, size=config.image_size)
     run, state = load(checkpoint)
     results: dict[str, Any] = {"checkpoint": str(checkpoint)}
     for scoring in ("transductive", "per_image")[: 1 + per_image]:
