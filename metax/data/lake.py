@@ -15,23 +15,14 @@ import numpy as np
 
 from metax._src.base import Task
 from metax.data.omniglot import ink_from_white_background, model_input, resize_ink
-from metax.data.png import decode_png
+from metax.data.png import decode_pngs
 
 _CLASS = re.compile(r"class(\d+)\.png$")
 
 
 def _read_images(paths: list[Path], size: int) -> np.ndarray:
-    white = []
-    shape = None
-    for path in paths:
-        img = decode_png(str(path), path.read_bytes())
-        if shape is not None and img.shape != shape:
-            raise ValueError(
-                f"mixed image sizes: {path} is {img.shape[::-1]}, expected {shape[::-1]}."
-            )
-        shape = img.shape
-        white.append(img)
-    return resize_ink(ink_from_white_background(np.stack(white)), size)
+    white = decode_pngs((str(path), path.read_bytes()) for path in paths)
+    return resize_ink(ink_from_white_background(white), size)
 
 
 def read_run(run_dir: Path, *, size: int = 28) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -76,6 +76,24 @@ def decode_png(name: str, raw: bytes) -> np.ndarray:
         raise ValueError(f"corrupt or unreadable PNG: {name} ({e})") from e
 
 
+def decode_pngs(named: Iterable[tuple[str, bytes]]) -> np.ndarray:
+    """``[N, H, W]`` grey levels of ``(name, PNG bytes)`` pairs, all of one size.
+
+    Raises:
+      ValueError: a corrupt PNG, or one of another size than the first, named.
+    """
+    images: list[np.ndarray] = []
+    for name, raw in named:
+        img = decode_png(name, raw)
+        if images and img.shape != images[0].shape:
+            expected = images[0].shape[::-1]
+            raise ValueError(
+                f"mixed image sizes: {name} is {img.shape[::-1]}, expected {expected}."
+            )
+        images.append(img)
+    return np.stack(images)
+
+
 def load_png_folders(
     roots: str | Path | Iterable[str | Path], *, size: int = 28, cache_dir: str | Path | None = None
 ) -> Omniglot:
@@ -130,23 +148,11 @@ def load_png_folders(
         raise ValueError(
             f"every character needs the same number of drawings ({usual} for most); these differ: {odd}"
         )
-    shape = None
-    white = []
-    for key in keys:
-        imgs = []
-        for name, raw in sorted(merged[key]):
-            img = decode_png(name, raw)
-            if shape is None:
-                shape = img.shape
-            elif img.shape != shape:
-                raise ValueError(
-                    f"mixed image sizes: {name} is {img.shape[::-1]}, expected {shape[::-1]}."
-                )
-            imgs.append(img)
-        white.append(np.stack(imgs))
+    flat = decode_pngs(f for key in keys for f in sorted(merged[key]))
+    white = flat.reshape(len(keys), -1, *flat.shape[1:])  # [characters, drawers, H, W]
     alphabet_names = tuple(sorted({a for a, _ in keys}))
     data = Omniglot(
-        images=resize_ink(ink_from_white_background(np.stack(white)), size),
+        images=resize_ink(ink_from_white_background(white), size),
         alphabet=np.asarray([alphabet_names.index(a) for a, _ in keys], np.int32),
         alphabet_names=alphabet_names,
         char_id=np.arange(1, len(keys) + 1, dtype=np.int32),
