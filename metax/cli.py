@@ -13,9 +13,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metax.extras import missing_modules
+
+if TYPE_CHECKING:
+    from metax.train.config import RunConfig
 
 # What `metax eval` may change of a run's settings (and --data).
 EVAL_FLAGS = ("test_tasks", "eval_inner_steps", "eval_queries")
@@ -154,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace, parser: argparse.ArgumentParser):
+def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunConfig:
     """The run's config from the flags (on resume: the saved one, changed where flags say)."""
     from metax.train import FAMILIES
     from metax.train.config import field_kind, load_config, resumed_config

@@ -175,12 +175,11 @@ def train(
         checkpointer.close()
     results = {"process_index": jax.process_index()}
     if main:
-        results = evaluate(run, _one_device(state))
+        one = _one_device(state)
+        results = evaluate(run, one)
         results["train_seconds_this_session"] = round(time.perf_counter() - tic, 1)
         (out / "results.json").write_text(json.dumps(results, indent=2))  # before the figures
-        run.family.plot(
-            out, MetricsLog(out / "metrics.jsonl").read(), run.learner, state.meta_params
-        )
+        run.family.plot(out, MetricsLog(out / "metrics.jsonl").read(), run.learner, one.meta_params)
     parallel.barrier("results written")
     return results
 
