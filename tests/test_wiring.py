@@ -159,7 +159,7 @@ TINY = dataclasses.replace(
 )
 
 
-def test_validation_compiles_its_fine_tuning_once(monkeypatch):
+def test_validation_compiles_its_fine_tuning_once():
     """Each validation reuses one compiled program: the learner's fine-tuning is traced once."""
     run = build(TINY)
     state = initial_state(run)
