@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from metax.data import read_npz
+
 
 def write_lake_runs(npz: Path, out: Path, *, ways: int = 20, seed: int = 0) -> list[str]:
     """Writes one run per evaluation alphabet under ``out``; returns the alphabets in run order."""
-    with np.load(npz) as f:
-        images, alphabet, background = f["images"], f["alphabet"], f["is_background"]
-        names = [str(n) for n in f["alphabet_names"]]
+    f = read_npz(npz)  # checked: keys, shapes, alphabet indices
+    images, alphabet, background = f["images"], f["alphabet"], f["is_background"]
+    names = [str(n) for n in f["alphabet_names"]]
     rng = np.random.default_rng(seed)
     evaluation = [a for a in np.unique(alphabet[~background]) if (alphabet == a).sum() >= ways]
     for r, a in enumerate(evaluation, 1):

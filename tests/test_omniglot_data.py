@@ -1,5 +1,6 @@
 """Omniglot data: sources agree, polarity, splits, the on-device episode sampler, bad input."""
 
+import sys
 from pathlib import Path
 
 import jax
@@ -158,6 +159,27 @@ def test_npz_with_wrong_keys(tmp_path):
         np.save(f, good["images"])
     with pytest.raises(ValueError, match=r"a single \.npy array, not an npz archive"):
         om.load_npz(path, cache_dir=tmp_path)
+
+
+def test_lake_run_writer_refuses_a_bad_npz_with_the_loaders_message(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from lake_runs import write_lake_runs
+
+    path = tmp_path / "bad.npz"
+    images = np.ones((2, 2, 5, 5), bool)
+    np.savez(
+        path,
+        images=images,
+        char_id=np.arange(2),
+        alphabet=np.asarray([0, 3]),
+        alphabet_names=np.asarray(["A"]),
+        is_background=np.zeros(2, bool),
+    )
+    with pytest.raises(
+        ValueError, match=r"alphabet indexes alphabet_names \(1 names\), got values 0\.\.3"
+    ):
+        write_lake_runs(path, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
 
 
 @needs_data

@@ -7,6 +7,7 @@ from metax.data.episodes import sample_episodes as sample_episodes
 from metax.data.omniglot import Omniglot as Omniglot
 from metax.data.omniglot import load_npz as load_npz
 from metax.data.omniglot import load_tfds as load_tfds
+from metax.data.omniglot import read_npz as read_npz
 from metax.data.png import load_png_folders as load_png_folders
 from metax.data.sinusoid import SinusoidTasks as SinusoidTasks
 from metax.data.sinusoid import sample_sinusoid_tasks as sample_sinusoid_tasks
@@ -29,6 +30,7 @@ __all__ = [
     "load_tfds",
     "make_split",
     "maml_split",
+    "read_npz",
     "sample_episode",
     "sample_episodes",
     "sample_sinusoid_tasks",

@@ -119,12 +119,61 @@ def _load_cache(path: Path) -> Omniglot | None:
         return None  # a damaged cache is rebuilt
 
 
-def load_npz(path: str | Path, *, size: int = 28, cache_dir: str | Path | None = None) -> Omniglot:
-    """Loads the ``omniglot_105.npz`` layout (see ``shared/data/omniglot/README.md``).
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Reads and checks the ``omniglot_105.npz`` layout (see ``shared/data/omniglot/README.md``).
 
     Args:
       path: the npz with keys ``images`` (bool ``[C, D, H, W]``, True = white background),
         ``char_id``, ``alphabet``, ``alphabet_names``, ``is_background``.
+
+    Returns:
+      The arrays under those keys, as stored (images at full size, white background).
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: not an npz, a missing key or a wrongly shaped array, named.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no Omniglot npz at {path}")
+    try:
+        f = np.load(path)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable npz file: {e}") from e
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single .npy array, not an npz archive of {list(NPZ_KEYS)}.")
+    with f:
+        missing = [k for k in NPZ_KEYS if k not in f.files]
+        if missing:
+            raise ValueError(
+                f"{path} lacks the keys {missing}; expected {list(NPZ_KEYS)} "
+                f"(images bool [classes, drawers, H, W], True = background); found {f.files}."
+            )
+        arrays = {k: f[k] for k in NPZ_KEYS}
+    images, names, alphabet = arrays["images"], arrays["alphabet_names"], arrays["alphabet"]
+    if images.ndim != 4:
+        raise ValueError(
+            f"{path}: images must be [classes, drawers, H, W], got shape {images.shape}."
+        )
+    for key in ("char_id", "alphabet", "is_background"):
+        if arrays[key].shape != images.shape[:1]:
+            raise ValueError(
+                f"{path}: {key} must hold one value per class ({images.shape[0]}), "
+                f"got shape {arrays[key].shape}."
+            )
+    if alphabet.size and not 0 <= alphabet.min() <= alphabet.max() < len(names):
+        raise ValueError(
+            f"{path}: alphabet indexes alphabet_names ({len(names)} names), got values "
+            f"{alphabet.min()}..{alphabet.max()}."
+        )
+    return arrays
+
+
+def load_npz(path: str | Path, *, size: int = 28, cache_dir: str | Path | None = None) -> Omniglot:
+    """Loads the ``omniglot_105.npz`` layout, resized, through :func:`read_npz`'s checks.
+
+    Args:
+      path: the npz (keys and format: :func:`read_npz`).
       size: output side length.
       cache_dir: where the resized copy is cached (default ``$METAX_CACHE`` or
         ``~/.cache/metax``).
@@ -140,43 +189,14 @@ def load_npz(path: str | Path, *, size: int = 28, cache_dir: str | Path | None =
     cached = _load_cache(cache)
     if cached is not None:
         return cached
-    try:
-        f = np.load(path)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path} is not a readable npz file: {e}") from e
-    if not isinstance(f, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is a single .npy array, not an npz archive of {list(NPZ_KEYS)}.")
-    with f:
-        missing = [k for k in NPZ_KEYS if k not in f.files]
-        if missing:
-            raise ValueError(
-                f"{path} lacks the keys {missing}; expected {list(NPZ_KEYS)} "
-                f"(images bool [classes, drawers, H, W], True = background); found {f.files}."
-            )
-        images = f["images"]
-        if images.ndim != 4:
-            raise ValueError(
-                f"{path}: images must be [classes, drawers, H, W], got shape {images.shape}."
-            )
-        for key in ("char_id", "alphabet", "is_background"):
-            if f[key].shape != images.shape[:1]:
-                raise ValueError(
-                    f"{path}: {key} must hold one value per class ({images.shape[0]}), "
-                    f"got shape {f[key].shape}."
-                )
-        names = f["alphabet_names"]
-        if f["alphabet"].size and not 0 <= f["alphabet"].min() <= f["alphabet"].max() < len(names):
-            raise ValueError(
-                f"{path}: alphabet indexes alphabet_names ({len(names)} names), got values "
-                f"{f['alphabet'].min()}..{f['alphabet'].max()}."
-            )
-        data = Omniglot(
-            images=resize_ink(ink_from_white_background(images), size),
-            alphabet=f["alphabet"].astype(np.int32),
-            alphabet_names=tuple(str(a) for a in f["alphabet_names"]),
-            char_id=f["char_id"].astype(np.int32),
-            is_background=f["is_background"].astype(bool),
-        )
+    f = read_npz(path)
+    data = Omniglot(
+        images=resize_ink(ink_from_white_background(f["images"]), size),
+        alphabet=f["alphabet"].astype(np.int32),
+        alphabet_names=tuple(str(a) for a in f["alphabet_names"]),
+        char_id=f["char_id"].astype(np.int32),
+        is_background=f["is_background"].astype(bool),
+    )
     _save_cache(cache, data)
     return data
 
