@@ -187,7 +187,10 @@ def _eval(args: argparse.Namespace) -> dict:
 
     overrides = {n: getattr(args, n) for n in (*EVAL_FLAGS, "data") if n in args}
     run, state = load(args.run_dir, step=args.step, **overrides)
-    results = evaluate(run, state)  # the run's files are only added to, never rewritten
+    try:
+        results = evaluate(run, state)  # writes eval.json; training files untouched
+    except FileNotFoundError as e:  # e.g. published weights, trained on another machine's data
+        raise FileNotFoundError(f"{e} Pass --data to evaluate the run on data here.") from e
     (args.run_dir / "eval.json").write_text(json.dumps(results, indent=2))
     with open(args.run_dir / "evals.jsonl", "a") as f:  # every evaluation is kept
         f.write(json.dumps(results) + "\n")

@@ -42,3 +42,16 @@ def test_published_cell_scores_its_figure_against_the_same_model_untrained(cell,
     untrained = evaluate(run, initial_state(run))["test_accuracy"]
     assert trained > published["test_accuracy"] - 0.03, (trained, published["test_accuracy"])
     assert trained > untrained + 0.2, (trained, untrained)
+
+
+def test_eval_of_published_weights_without_their_data_names_the_path_and_the_flag(tmp_path, capsys):
+    from metax.cli import main
+
+    model = _copy_without_data(CELLS[0], tmp_path)
+    before = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(model), "--test-tasks", "10"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"no Omniglot data at {tmp_path / 'absent'}" in err and "Pass --data" in err, err
+    assert {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()} == before
