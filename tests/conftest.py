@@ -1,3 +1,8 @@
+import atexit
+import os
+import shutil
+import tempfile
+
 import jax
 import optax
 import pytest
@@ -15,6 +20,25 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     if config.getoption("--zero-outer-optimizer"):
         optax.adam = lambda *args, **kwargs: optax.set_to_zero()
+    _share_compilations()
+
+
+def _share_compilations() -> None:
+    """One XLA compilation cache for the session, this process and the `metax` commands it starts.
+
+    Many tests compile the same programs (a run, its resume, the same run on one process and
+    on two); a cache hit returns the very executable compiled before, so no number changes.
+    A cache the caller set (``JAX_COMPILATION_CACHE_DIR``, empty to turn it off) is kept.
+    """
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="metax-xla-cache-")
+        atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"] or None)
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")
