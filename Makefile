@@ -5,6 +5,8 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# pytest-xdist processes (each test file runs whole in one); 2 fits CI's two cores
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint venv clean
 
@@ -24,7 +26,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check metax tests benchmarks notebooks
 
 test: lint
-	$(PY) -m pytest -q --doctest-modules metax tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --doctest-modules metax tests
 
 clean:
 	rm -rf $(VENV)

@@ -20,34 +20,36 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     if config.getoption("--zero-outer-optimizer"):
         optax.adam = lambda *args, **kwargs: optax.set_to_zero()
+    worker = "PYTEST_XDIST_WORKER" in os.environ  # the controller made the folders
+    _session_folder("METAX_CACHE", "metax-data-cache-", keep=worker)  # never the user's cache
+    _session_folder("JAX_COMPILATION_CACHE_DIR", "metax-xla-cache-", keep=True)
     _share_compilations()
 
 
+def _session_folder(variable: str, prefix: str, *, keep: bool) -> None:
+    """A temporary folder in ``variable`` for the session, removed at its end.
+
+    Set in the environment, so that pytest-xdist's workers (started after this) and the
+    `metax` commands that tests start all share it; with ``keep``, a value already set stays.
+    """
+    if not (keep and variable in os.environ):
+        os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
+        atexit.register(shutil.rmtree, os.environ[variable], True)
+
+
 def _share_compilations() -> None:
-    """One XLA compilation cache for the session, this process and the `metax` commands it starts.
+    """One XLA compilation cache for the session's processes and the commands they start.
 
     Many tests compile the same programs (a run, its resume, the same run on one process and
     on two); a cache hit returns the very executable compiled before, so no number changes.
-    A cache the caller set (``JAX_COMPILATION_CACHE_DIR``, empty to turn it off) is kept.
+    ``JAX_COMPILATION_CACHE_DIR=`` (empty) turns it off.
     """
-    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="metax-xla-cache-")
-        atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"] or None)
     jax.config.update(
         "jax_persistent_cache_min_compile_time_secs",
         float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
     )
-
-
-@pytest.fixture(autouse=True, scope="session")
-def private_cache(tmp_path_factory):
-    """Resized datasets are cached once per test session, never in the user's home."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("METAX_CACHE", str(tmp_path_factory.mktemp("metax-cache")))
-    yield
-    mp.undo()
 
 
 @pytest.fixture

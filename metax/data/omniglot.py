@@ -91,7 +91,7 @@ def _source_tag(path: Path) -> str:
 
 def _save_cache(path: Path, data: Omniglot) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # processes may load at once
     np.savez(
         tmp,
         images=data.images,
