@@ -1,6 +1,5 @@
 """Omniglot data: sources agree, polarity, splits, the on-device episode sampler, bad input."""
 
-import sys
 from pathlib import Path
 
 import jax
@@ -161,15 +160,14 @@ def test_npz_with_wrong_keys(tmp_path):
         om.load_npz(path, cache_dir=tmp_path)
 
 
-def test_lake_run_writer_refuses_a_bad_npz_with_the_loaders_message(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+def test_lake_run_writer_refuses_a_bad_npz_with_the_loaders_message(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
     from lake_runs import write_lake_runs
 
     path = tmp_path / "bad.npz"
-    images = np.ones((2, 2, 5, 5), bool)
     np.savez(
         path,
-        images=images,
+        images=np.ones((2, 2, 5, 5), bool),
         char_id=np.arange(2),
         alphabet=np.asarray([0, 3]),
         alphabet_names=np.asarray(["A"]),
