@@ -1,8 +1,8 @@
 """metax: functional meta-learning in JAX.
 
 Pure-function inner loops (``jax.lax.scan``), exact or first-order
-meta-gradients, MAML / FOMAML / MAML++ / Reptile / Meta-SGD / ANIL / BOIL / CAVIA
-as NamedTuples of pure functions, and a meta-step the caller jits once.
+meta-gradients, MAML / FOMAML / MAML++ / Reptile / Meta-SGD / ANIL / BOIL / CAVIA /
+iMAML / Alpha-MAML as NamedTuples of pure functions, and a meta-step the caller jits once.
 """
 
 from metax._src.adapt import adapt as adapt

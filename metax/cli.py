@@ -20,27 +20,21 @@ from metax.extras import missing_modules
 if TYPE_CHECKING:
     from metax.train.config import RunConfig
 
-# What `metax eval` may change of a run's settings (and --data).
-EVAL_FLAGS = ("test_tasks", "eval_inner_steps", "eval_queries")
-
 
 def _parser_for(cls, name: str, kind: str):
     """An argparse ``type`` that converts a flag's text and applies the config's check."""
     from metax.train.config import check_value
 
+    widths = lambda text: tuple(int(w) for w in text.split(","))  # noqa: E731
+    convert = {"widths": widths, "rate": float, "damping": float, "path": str}.get(kind, int)
+    expected = {"widths": "comma-separated widths like 40,40", "rate": "a number"}
+    expected = expected.get(kind, "a number" if convert is float else "an integer")
+
     def parse(text: str) -> Any:
         try:
-            if kind == "widths":
-                value = tuple(int(w) for w in text.split(","))
-            elif kind in ("rate", "path"):
-                value = float(text) if kind == "rate" else text
-            else:
-                value = int(text)
+            value = convert(text)
         except ValueError:
-            expected = {"widths": "comma-separated widths like 40,40", "rate": "a number"}
-            raise argparse.ArgumentTypeError(
-                f"expected {expected.get(kind, 'an integer')}, got {text!r}"
-            ) from None
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         problem = check_value(cls, name, value)
         if problem:
             raise argparse.ArgumentTypeError(problem.rstrip("."))
@@ -60,7 +54,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls, names: Sequence[str]
             continue
         kind = field_kind(cls, f.name)
         flag = "--" + f.name.replace("_", "-")
-        help_text = docs.get(f.name, "").replace("``", "")
+        help_text = docs.get(f.name, "").replace("``", "").replace("%", "%%")  # argparse formats
         # SUPPRESS: only the flags given reach the namespace (a resumed run changes just those)
         shown = ",".join(map(str, f.default)) if kind == "widths" else f.default
         shown = "the run's" if names else shown
@@ -109,7 +103,7 @@ def _join(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``metax`` command."""
-    from metax.train.config import RunConfig
+    from metax.train.config import EVAL_MAY_CHANGE, RunConfig
     from metax.train.run import FAMILIES
 
     parser = argparse.ArgumentParser(prog="metax", description="Functional meta-learning in JAX.")
@@ -150,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("eval", help="evaluate a saved run on its test tasks")
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    _add_config_flags(ev, RunConfig, EVAL_FLAGS)
+    _add_config_flags(ev, RunConfig, [n for n in EVAL_MAY_CHANGE if n != "data"])
     ev.add_argument(
         "--data", default=argparse.SUPPRESS, help="Omniglot's data, if not where the run had it"
     )
@@ -160,18 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunConfig:
     """The run's config from the flags (on resume: the saved one, changed where flags say)."""
     from metax.train import FAMILIES
-    from metax.train.config import field_kind, load_config, resumed_config
-    from metax.train.run import CONFIGS
+    from metax.train.config import field_kind
+    from metax.train.run import resumed
 
     cls = FAMILIES[args.family].config_class
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name in args}
     if args.resume:  # the run's settings, changed where flags are given
-        base = load_config(CONFIGS, args.out / "config.json")
-        if base.family != args.family:
-            raise ValueError(
-                f"{args.out} holds a {base.family} run: resume it with metax train {base.family}."
-            )
-        config = resumed_config(base, dataclasses.replace(base, **given))
+        config = resumed(args.out, given, family=args.family)
     else:
         fields = dataclasses.fields(cls)
         required = [f.name for f in fields if field_kind(cls, f.name) == "path" and not f.default]
@@ -184,11 +173,12 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunCon
 
 def _eval(args: argparse.Namespace) -> dict:
     from metax.train import evaluate, load
+    from metax.train.config import EVAL_MAY_CHANGE
 
-    overrides = {n: getattr(args, n) for n in (*EVAL_FLAGS, "data") if n in args}
+    overrides = {n: getattr(args, n) for n in EVAL_MAY_CHANGE if n in args}
     run, state = load(args.run_dir, step=args.step, **overrides)
     try:
-        results = evaluate(run, state)  # writes eval.json; training files untouched
+        results = evaluate(run, state)
     except FileNotFoundError as e:  # e.g. published weights, trained on another machine's data
         raise FileNotFoundError(f"{e} Pass --data to evaluate the run on data here.") from e
     (args.run_dir / "eval.json").write_text(json.dumps(results, indent=2))

@@ -149,6 +149,33 @@ def test_bad_flags_exit_non_zero_naming_the_value(tmp_path, flags, message):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "command", [["train", "sinusoid"], ["train", "omniglot"], ["eval"], ["eval-lake"]]
+)
+def test_every_help_prints_every_flag(command, capsys):
+    import dataclasses
+
+    from metax.cli import build_parser
+    from metax.train import FAMILIES
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([*command, "--help"])
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    if command[0] == "train":  # one flag per config field, with its docstring ("1% of outer_lr")
+        for f in dataclasses.fields(FAMILIES[command[1]].config_class):
+            assert "--" + f.name.replace("_", "-") in shown
+        assert "(to 1% of outer_lr" in " ".join(shown.split())
+
+
+def test_fractional_dampings_are_numbers_on_the_command_line():
+    from metax.cli import build_parser
+
+    flags = ["--algo", "imaml", "--cg-damping", "0.1", "--lam-damping", "0.5", "--out", "x"]
+    args = build_parser().parse_args(["train", "sinusoid", *flags])
+    assert (args.cg_damping, args.lam_damping) == (0.1, 0.5)
+
+
 def test_unwritable_out_is_a_clear_error(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
@@ -206,7 +233,7 @@ def test_eval_of_missing_or_corrupt_checkpoint(tmp_path):
     (run / "config.json").write_text(json.dumps(old))
     result = metax("eval", run, "--test-tasks", "10")
     assert result.returncode == 2
-    assert 'add "family": "sinusoid" or "family": "omniglot"' in result.stderr, result.stderr
+    assert "add \"family\" (one of 'sinusoid', 'omniglot')" in result.stderr, result.stderr
     (run / "config.json").write_text(json.dumps({"family": "sinusoid", **old}))
     result = metax("eval", run, "--test-tasks", "10")
     assert result.returncode == 0, result.stderr

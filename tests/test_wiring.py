@@ -205,8 +205,8 @@ def test_resume_refuses_steps_it_cannot_honour_and_redoes_an_uncheckpointed_log(
     logged = [(r["step"], "loss" in r) for r in MetricsLog(run / "metrics.jsonl").read()]
     assert len(logged) == len(set(logged)) == 4 + 2  # 4 losses, 2 validations, once each
     assert int(load(run)[1].step) == 4
-    with pytest.raises(ValueError, match=r"sinusoid runs have no settings \['data'\]"):
-        load(run, data=Path("omniglot.npz"))  # a path is a setting, not a loaded dataset
+    with pytest.raises(ValueError, match="sinusoid runs read no data"):
+        load(run, data=Path("omniglot.npz"))
 
 
 @pytest.mark.parametrize(
@@ -216,6 +216,7 @@ def test_resume_refuses_steps_it_cannot_honour_and_redoes_an_uncheckpointed_log(
         ({"algo": "fomaml", "first_order_epochs": 1}, "fomaml does not use first_order_epochs=1"),
         ({"algo": "maml", "lam": 1.0}, "maml does not use lam=1.0"),
         ({"algo": "meta-sgd", "hyper_lr": 0.1}, "meta-sgd does not use hyper_lr=0.1"),
+        ({"algo": "maml", "context_size": 10}, "maml does not use context_size=10"),
     ],
 )
 def test_a_setting_the_algorithm_never_reads_is_refused_not_ignored(changes, message):
@@ -227,6 +228,36 @@ def test_imaml_refuses_to_freeze_batch_norm_in_its_inner_loop():
     config = OmniglotConfig(data="unused.npz", algo="imaml", inner_bn="freeze", features=8)
     with pytest.raises(ValueError, match="imaml does not use inner_bn='freeze'"):
         build(config)
+
+
+def test_a_family_config_is_checked_by_its_field_types_however_they_are_written():
+    """A family module without ``from __future__ import annotations`` (real types, not
+    strings) gets the same checks: a float is a rate, not a count."""
+    from metax.train.config import RunConfig
+
+    fields = [("dropout", float, 0.1), ("widths", tuple[int, ...], (4,)), ("name", str, "x")]
+    Config = dataclasses.make_dataclass("Config", fields, bases=(RunConfig,), frozen=True)
+    assert Config().dropout == 0.1
+    for bad, message in [
+        ({"dropout": -1.0}, "dropout must be a positive finite number, got -1.0"),
+        ({"widths": 4}, "widths must be a non-empty list of positive widths, got 4"),
+        ({"name": ""}, "name must be a non-empty string"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Config(**bad)
+
+
+def test_a_taken_run_directory_is_reported_before_the_data_are_read(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    config = OmniglotConfig(data=str(tmp_path / "missing.npz"), features=8)
+    with pytest.raises(FileExistsError, match="already exists and is not empty"):
+        train(config, tmp_path / "run")
+    with pytest.raises(
+        FileNotFoundError, match=r"missing\.npz"
+    ):  # the data, once the folder is free
+        train(config, tmp_path / "new")
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
 
 
 @pytest.fixture(scope="module")

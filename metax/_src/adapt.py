@@ -61,8 +61,9 @@ def adapt(
         model state after the parameters when ``stateful`` and the step index last
         when ``takes_step``. It may return ``(loss, aux)``. Its values are
         differentiable.
-      remat: wrap each inner step in ``jax.checkpoint``; memory of the backward pass
-        then stays nearly flat in ``num_steps`` at the cost of recomputation.
+      remat: wrap each inner step in ``jax.checkpoint``: the backward pass keeps each
+        step's carry (parameters and inner-optimizer state) instead of its
+        activations, at the cost of recomputing them.
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
       stateful: ``loss_fn`` is ``loss_fn(params, state, batch)`` and returns its new
         state (e.g. batch-norm running statistics), which is threaded through the

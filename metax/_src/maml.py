@@ -42,7 +42,8 @@ def maml(
       inner_opt: any Optax transformation, e.g. ``optax.sgd(0.01)``.
       num_steps: inner steps during meta-training (``learner.adapt`` can use more).
       first_order: FOMAML: stop the gradient at each inner gradient.
-      remat: checkpoint each inner step (memory flat in ``num_steps``).
+      remat: checkpoint each inner step (the backward pass keeps each step's
+        parameters, not its activations).
       multi_step_loss: score the query set after every inner step and combine the
         scores with the ``step_weights`` passed to ``loss`` (MAML++'s MSL); without
         it ``step_weights`` are ignored and only the last step counts.

@@ -8,13 +8,15 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import optax
 
 import metax
-from metax.train.config import RunConfig
-from metax.train.family import ModelSpec
+
+if TYPE_CHECKING:  # config.py takes its algorithm choices from here
+    from metax.train.config import RunConfig
+    from metax.train.family import ModelSpec
 
 
 class Algorithm(NamedTuple):
@@ -68,18 +70,26 @@ OWN_SETTINGS = {
     "msl_anneal_epochs": ("maml++",),
     **dict.fromkeys(("lam", "cg_steps", "cg_damping", "lam_damping"), ("imaml",)),
     **dict.fromkeys(("hyper_lr", "outer_hyper_lr"), ("alpha-maml",)),
+    "context_size": ("cavia",),  # of families whose model takes a context
 }
 
 
 def check_settings(config: RunConfig, spec: ModelSpec) -> None:
-    """Raises, naming each value, where ``config`` asks its algorithm for what it never does."""
+    """Raises, naming each value, where ``config`` asks what its algorithm or model never does."""
     algo, accepted = ALGORITHMS[config.algo], _accepted(ALGORITHMS[config.algo].factory)
+    if algo.factory is metax.cavia and spec.context_mask is None:
+        raise ValueError(
+            f"--algo cavia needs a model with context parameters; the {config.family} family's "
+            "model has none."
+        )
     defaults = {f.name: f.default for f in dataclasses.fields(config)}
     unused = [
         f"{name}={getattr(config, name)!r}"
         for name, algos in OWN_SETTINGS.items()
-        if config.algo not in algos and getattr(config, name) != defaults[name]
+        if name in defaults and config.algo not in algos and getattr(config, name) != defaults[name]
     ]
+    if algo.outer == "hypergradient" and config.outer_decay != "auto":
+        unused.append(f"outer_decay={config.outer_decay!r} (it learns its outer rate)")
     if config.first_order_epochs and ("first_order" not in accepted or algo.first_order):
         unused.append(f"first_order_epochs={config.first_order_epochs} (no exact phase)")
     if spec.adapt_mask is not None and "adapt_mask" not in accepted:
@@ -101,11 +111,6 @@ def _accepted(factory: Callable) -> set[str]:
 def make_learner(config: RunConfig, spec: ModelSpec, first_order: bool) -> metax.MetaLearner:
     """``config.algo``'s learner over the family's model, at the given derivative order."""
     algo = ALGORITHMS[config.algo]
-    if algo.factory is metax.cavia and spec.context_mask is None:
-        raise ValueError(
-            f"--algo cavia needs a model with context parameters; the {config.family} family's "
-            "model has none."
-        )
     rates = (
         {"init_lr": config.inner_lr}
         if algo.learned_rates
@@ -142,18 +147,8 @@ def learners(config: RunConfig, spec: ModelSpec) -> metax.DerivativeOrderAnneali
 
 
 def outer_optimizer(config: RunConfig) -> optax.GradientTransformation:
-    """The algorithm's outer optimizer (see :attr:`Algorithm.outer`), starting at ``outer_lr``.
-
-    Raises:
-      ValueError: a decay asked of an algorithm that learns its outer rate.
-    """
-    algo = ALGORITHMS[config.algo]
-    if algo.outer == "hypergradient":
-        if config.outer_decay != "auto":
-            raise ValueError(
-                f"outer_decay={config.outer_decay!r}: {config.algo} learns its outer rate by "
-                "hypergradient descent and takes no schedule; leave outer_decay at auto."
-            )
+    """The algorithm's outer optimizer (see :attr:`Algorithm.outer`), starting at ``outer_lr``."""
+    if ALGORITHMS[config.algo].outer == "hypergradient":  # its rate is learned: no schedule
         return optax.partition(
             {
                 "params": metax.hypergradient_adam(config.outer_lr, config.outer_hyper_lr),

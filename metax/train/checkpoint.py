@@ -14,6 +14,19 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not match the run."""
 
 
+def complete_steps(directory: str | Path) -> list[int]:
+    """The steps of the complete checkpoints in ``directory``, oldest first, read without JAX.
+
+    Orbax writes each step into a temporary folder and renames it to the step's number
+    once complete; reading the names starts no JAX backend (a multi-process run checks
+    its resume flags before joining the others).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
 class Checkpointer:
     """Saves and restores the full training state under ``directory``.
 
@@ -34,11 +47,12 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         """The step of the newest complete checkpoint, or ``None``."""
-        return self._manager.latest_step()
+        steps = self.all_steps()
+        return steps[-1] if steps else None
 
     def all_steps(self) -> list[int]:
-        """The steps of all complete checkpoints, oldest first."""
-        return sorted(self._manager.all_steps())
+        """The steps of all complete checkpoints, oldest first (:func:`complete_steps`)."""
+        return complete_steps(self.directory)
 
     def save(self, step: int, state: Any) -> None:
         """Saves ``state`` at ``step`` and waits until it is on disk.

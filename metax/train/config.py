@@ -10,8 +10,11 @@ import inspect
 import json
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any, ClassVar
+
+from metax.train.algorithms import ALGORITHMS
 
 # Fields that may be 0 (0 disables); every other int field must be >= 1.
 NON_NEGATIVE = ("eval_every", "first_order_epochs")
@@ -24,6 +27,8 @@ RESUME_MAY_CHANGE = (
     "steps", "log_every", "eval_every", "checkpoint_every", "val_tasks", "test_tasks",
     "eval_inner_steps", "eval_queries", "chunk_size", "devices", "data",
 )  # fmt: skip
+# What evaluating a saved run (`metax eval`, `metax.train.load`) may change: how it is tested.
+EVAL_MAY_CHANGE = ("test_tasks", "eval_inner_steps", "eval_queries", "data")
 # Renamed fields of configs written by metax 0.1, converted on load.
 LEGACY_NAMES = {
     "eval_steps": "eval_inner_steps",
@@ -40,7 +45,9 @@ class RunConfig:
     Attributes:
       algo: the meta-learning algorithm (see ``metax.train.algorithms.ALGORITHMS``).
       shots: support examples per class (classification) or support points (regression).
-      queries: query examples per class (or points) while meta-training; ``None``: ``shots``.
+      queries: query examples per class (or points) while meta-training; ``None``: ``shots``
+        (resolved at construction: ``dataclasses.replace(config, shots=5)`` keeps the
+        resolved value; pass ``queries=None`` with it to follow the new ``shots``).
       inner_steps: inner steps while meta-training.
       inner_lr: inner SGD rate (MAML++: the initial learned rate).
       outer_lr: Adam rate of the meta-update.
@@ -73,7 +80,10 @@ class RunConfig:
     """
 
     family: ClassVar[str] = ""
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {"outer_decay": OUTER_DECAYS}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "algo": tuple(ALGORITHMS),
+        "outer_decay": OUTER_DECAYS,
+    }
 
     algo: str = "maml"
     shots: int = 1
@@ -141,7 +151,7 @@ RULES = {
         "must be a finite number >= 0",
     ),
     "widths": (
-        lambda v: bool(v) and all(_is_int(w) and w >= 1 for w in v),
+        lambda v: isinstance(v, tuple) and bool(v) and all(_is_int(w) and w >= 1 for w in v),
         "must be a non-empty list of positive widths",
     ),
     "path": (lambda v: isinstance(v, str) and v != "", "must be a non-empty string"),
@@ -154,12 +164,15 @@ RULES = {
 
 def field_kind(cls: type[RunConfig], name: str) -> str:
     """``choice``, or one of :data:`RULES`' kinds, from the field's type and name."""
-    annotation = str({f.name: f.type for f in dataclasses.fields(cls)}[name])
     if name in cls.choices:
         return "choice"
-    kinds = {"float": "damping" if name in DAMPINGS else "rate", "str": "path"}
-    if annotation in kinds or annotation.startswith("tuple"):
-        return kinds.get(annotation, "widths")
+    annotation = typing.get_type_hints(cls)[name]  # a type, whether or not written as a string
+    if annotation is float:
+        return "damping" if name in DAMPINGS else "rate"
+    if annotation is str:
+        return "path"
+    if typing.get_origin(annotation) is tuple:
+        return "widths"
     if name == "test_tasks":
         return "sample"
     return "int" if name in ANY_INT else "non-negative" if name in NON_NEGATIVE else "count"
@@ -187,8 +200,13 @@ def field_help(cls: type) -> dict[str, str]:
     return docs
 
 
-def load_config(families: dict[str, type[RunConfig]], path: str | Path) -> RunConfig:
-    """Reads a run's ``config.json`` into its family's config class, naming what is wrong."""
+def load_config(families: dict[str, Any], path: str | Path) -> RunConfig:
+    """Reads a run's ``config.json`` into its family's ``config_class``, naming what is wrong.
+
+    Args:
+      families: the task families by name (``metax.train.FAMILIES``).
+      path: the ``config.json``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no run configuration at {path} (is this a metax run directory?)")
@@ -200,16 +218,14 @@ def load_config(families: dict[str, type[RunConfig]], path: str | Path) -> RunCo
     if family not in families:
         raise ValueError(
             f"{path} names no known task family ({family!r}); runs written by metax 0.1 lack "
-            f'it: add "family": "sinusoid" or "family": "omniglot" to that file '
+            f'it: add "family" (one of {", ".join(map(repr, families))}) to that file '
             f"(renamed fields {sorted(LEGACY_NAMES)} are converted on load)."
         )
-    cls = families[family]
+    cls = families[family].config_class
     fields = {LEGACY_NAMES.get(k, k): v for k, v in fields.items()}
     unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise ValueError(f"unknown fields {sorted(unknown)} in {path}")
-    if "hidden" in fields:
-        fields["hidden"] = tuple(fields["hidden"])
     return cls(**fields)
 
 

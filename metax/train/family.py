@@ -17,8 +17,8 @@ class ModelSpec(NamedTuple):
 
     Attributes:
       loss_fn: the support loss, of the form ``options`` describe.
-      options: keyword options of every learner factory: ``has_aux``, ``stateful``,
-        ``takes_step`` and ``query_loss_fn``.
+      options: keyword options of the learner factories (``has_aux``, ``stateful``,
+        ``takes_step``, ``query_loss_fn``); each factory is given those it takes.
       adapt_mask: ``None`` (the inner loop may adapt every parameter) or a pytree of
         booleans over the parameters, ``True`` where it may (e.g. all but batch norm);
         ANIL's, BOIL's and CAVIA's choices are taken within it.
@@ -38,8 +38,9 @@ class TaskFamily(Protocol):
     """A task family, built from its run config (``Family(config)``).
 
     Data are loaded when first needed, so a run can be restored (for evaluation on
-    other tasks, e.g. Lake's runs) without its training data. A family may subclass
-    this protocol to inherit the defaults of ``check`` and ``train_metrics``.
+    other tasks, e.g. Lake's runs) without its training data. A family subclasses
+    this protocol to inherit ``compiled`` and the defaults of ``check`` and
+    ``train_metrics``.
     """
 
     config_class: ClassVar[type[RunConfig]]

@@ -10,7 +10,7 @@ import numpy as np
 
 from metax.data.lake import read_runs, run_ways
 from metax.train.config import load_config
-from metax.train.run import CONFIGS, load
+from metax.train.run import FAMILIES, load
 
 
 def evaluate_lake(
@@ -25,7 +25,7 @@ def evaluate_lake(
     ``len(training images)``-way 1-shot. Restoring it needs no training data.
     """
     ways = run_ways(runs_dir)  # the runs first: they are the argument most often wrong
-    config = load_config(CONFIGS, Path(checkpoint) / "config.json")
+    config = load_config(FAMILIES, Path(checkpoint) / "config.json")
     if config.family != "omniglot":
         raise ValueError(
             f"{checkpoint} is a {config.family} run; Lake's runs need an Omniglot model."

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from metax._src.base import MetaParams
@@ -35,36 +34,49 @@ class NonFiniteLossError(FloatingPointError):
     """The meta-training loss became NaN or infinite."""
 
 
-def prepare_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
-    """Creates or checks the run directory ``out``; an existing run is never silently overwritten.
+def check_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> None:
+    """Raises if ``out`` cannot take the run; changes nothing (see :func:`make_run_dir`).
 
-    ``resume`` continues the run in ``out``; ``overwrite`` deletes it first.
+    ``resume`` continues the run in ``out``; ``overwrite`` replaces it.
 
     Raises:
+      ValueError: both ``resume`` and ``overwrite``.
+      NotADirectoryError: ``out`` is a file.
+      FileNotFoundError: ``resume`` but ``out`` holds no run.
       FileExistsError: ``out`` holds files and neither ``resume`` nor ``overwrite``, or
         ``overwrite`` but ``out`` holds files and no run (it is never deleted then).
-      FileNotFoundError: ``resume`` but ``out`` holds no run.
-      PermissionError: ``out`` cannot be written.
     """
     out = Path(out)
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other.")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a directory.")
-    if resume:
-        if not (out / "config.json").is_file():
-            raise FileNotFoundError(f"cannot resume: {out} holds no metax run (no config.json).")
-        return out
-    if out.exists() and any(out.iterdir()):
+    has_run = (out / "config.json").is_file()
+    if resume and not has_run:
+        raise FileNotFoundError(f"cannot resume: {out} holds no metax run (no config.json).")
+    if not resume and out.exists() and any(out.iterdir()):
         if not overwrite:
             raise FileExistsError(
                 f"output directory {out} already exists and is not empty; pass --resume to "
                 "continue that run or --overwrite to replace it."
             )
-        if not (out / "config.json").is_file():  # a typo in --out must not delete a folder
+        if not has_run:  # a typo in --out must not delete a folder
             raise FileExistsError(
                 f"--overwrite: {out} holds no metax run (no config.json); refusing to delete it."
             )
+
+
+def make_run_dir(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
+    """Checks ``out`` (:func:`check_run_dir`), deletes it on ``overwrite`` and creates it.
+
+    Raises:
+      PermissionError: ``out`` cannot be written; and what :func:`check_run_dir` raises.
+    """
+    out = Path(out)
+    check_run_dir(out, resume=resume, overwrite=overwrite)
+    if resume:
+        return out
+    if overwrite and out.exists():
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -138,13 +150,3 @@ def _progress_bar(start: int, total: int, *, enabled: bool):
     # disable=None: no bar when stderr is not a terminal (logs, CI)
     options = {"unit": "step", "dynamic_ncols": True, "mininterval": 0.5}
     return tqdm(total=total, initial=start, disable=None if enabled else True, **options)
-
-
-def abstract_like(state: TrainState) -> TrainState:
-    """Shape/dtype (and sharding) skeleton of ``state``: the restore target."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(
-            jnp.shape(x), jnp.result_type(x), sharding=getattr(x, "sharding", None)
-        ),
-        state,
-    )

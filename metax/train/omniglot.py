@@ -27,7 +27,6 @@ from metax.nn import (
     layer_mask,
 )
 from metax.train import plots
-from metax.train.algorithms import ALGORITHMS
 from metax.train.config import RunConfig
 from metax.train.family import ModelSpec, TaskFamily
 from metax.train.metrics import mean_and_ci95
@@ -63,7 +62,6 @@ class OmniglotConfig(RunConfig):
     family: ClassVar[str] = "omniglot"
     choices: ClassVar[dict[str, tuple[str, ...]]] = {
         **RunConfig.choices,
-        "algo": tuple(ALGORITHMS),
         "split": SPLITS,
         "episodes": ("mixed", "within_alphabet"),
         "backbone": ("conv4", "resnet12"),
@@ -129,18 +127,16 @@ class Omniglot(TaskFamily):
     def pools(self) -> dict[str, tuple[jax.Array, np.ndarray]]:
         """Each part's images on the device and alphabets, checked against the episodes."""
         data = self._data or load_omniglot(self.config.data, size=self.config.image_size)
-        split = make_split(self.config.split, data)
-        for name, classes in split._asdict().items():
+        parts = make_split(self.config.split, data)._asdict()
+        for name, classes in parts.items():
             spec, part = (
                 (self.train_spec, "meta-training") if name == "train" else (self.eval_spec, name)
             )
-            where = {"name": f"{part} split", "alphabet_names": data.alphabet_names}
-            drawers = data.images.shape[1]
             check_episode_spec(
-                spec, len(classes), drawers, alphabet=data.alphabet[classes], **where
-            )
-        parts = split._asdict().items()
-        return {name: (jnp.asarray(data.images[c]), data.alphabet[c]) for name, c in parts}
+                spec, len(classes), data.images.shape[1], alphabet=data.alphabet[classes],
+                name=f"{part} split", alphabet_names=data.alphabet_names,
+            )  # fmt: skip
+        return {name: (jnp.asarray(data.images[c]), data.alphabet[c]) for name, c in parts.items()}
 
     def check(self) -> None:
         """Loads the data and checks the episode shapes (before anything compiles)."""
@@ -201,8 +197,7 @@ class Omniglot(TaskFamily):
         def program():
             images, alphabet = self.pools[pool]
             seed = self.config.eval_seed + (0 if pool == "test" else 1)
-            # keys split in blocks of 50, as metax 0.1 drew them: the same episodes as before
-            keys = jax.random.split(jax.random.key(seed), -(-num_tasks // 50) * 50)[:num_tasks]
+            keys = jax.random.split(jax.random.key(seed), num_tasks)
 
             def accuracy(meta_params, model_state, key):
                 task = sample_episode(key, images, self.eval_spec, alphabet=alphabet)

@@ -20,7 +20,7 @@ def loss_curve(records: list[dict[str, Any]], path: str | Path, *, title: str = 
     if train:
         ax.plot(*zip(*train, strict=True), lw=0.8, label="meta-training loss (query)")
     if val:
-        ax.plot(*zip(*val, strict=True), "o-", label="validation MSE after 1 step (100 tasks)")
+        ax.plot(*zip(*val, strict=True), "o-", label="validation MSE after 1 step")
     ax.set(yscale="log", xlabel="meta-step", ylabel="MSE")
     ax.grid(alpha=0.3)
     ax.legend()

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,10 +18,10 @@ from jax.sharding import Mesh
 import metax
 from metax import parallel
 from metax.train import algorithms
-from metax.train.checkpoint import Checkpointer
-from metax.train.config import RunConfig, load_config, resumed_config
+from metax.train.checkpoint import Checkpointer, complete_steps
+from metax.train.config import EVAL_MAY_CHANGE, RunConfig, load_config, resumed_config
 from metax.train.family import TaskFamily
-from metax.train.loop import TrainState, abstract_like, fit, prepare_run_dir
+from metax.train.loop import TrainState, check_run_dir, fit, make_run_dir
 from metax.train.metrics import MetricsLog
 from metax.train.omniglot import Omniglot
 from metax.train.sinusoid import Sinusoid
@@ -29,7 +29,6 @@ from metax.train.sinusoid import Sinusoid
 # The task families by name (config.json's "family"); adding one is one module and one entry.
 FAMILIES: dict[str, type[TaskFamily]] = {"sinusoid": Sinusoid, "omniglot": Omniglot}
 StepFn = Callable[[TrainState], tuple[TrainState, metax.StepInfo]]
-CONFIGS = {name: family.config_class for name, family in FAMILIES.items()}
 
 
 class Run(NamedTuple):
@@ -97,8 +96,9 @@ def step_selector(run: Run) -> Callable[[int], StepFn]:
             return lambda state: jax.block_until_ready(train_step(state))
         return train_step
 
-    steps = {id(learner): make_step(learner) for learner in run.learners[:2]}
-    return lambda i: steps[id(run.learners.for_epoch(i // config.steps_per_epoch))]
+    first_order, exact = make_step(run.learners.first_order), make_step(run.learners.second_order)
+    switch = run.learners.switch_epoch * config.steps_per_epoch  # each jit compiles when first run
+    return lambda i: first_order if i < switch else exact
 
 
 def task_keys(config: RunConfig, step: jax.Array) -> jax.Array:
@@ -126,9 +126,7 @@ def train(
 
     Args:
       config: the run's hyperparameters. On resume, those saved in ``out``, changed
-        where ``config`` differs in a setting of ``RESUME_MAY_CHANGE`` (a larger
-        ``steps`` extends the run, ``devices`` or ``chunk_size`` move it to other
-        hardware); any other difference raises before anything is compiled.
+        where ``config`` differs (see :func:`resumed`).
       out: the run directory.
       resume: continue the run in ``out`` from its latest checkpoint.
       overwrite: replace an existing run in ``out``.
@@ -138,25 +136,24 @@ def train(
     Returns:
       The results, also written to ``results.json``.
     """
+    out, main = Path(out), jax.process_index() == 0
+    if main:  # before the data are loaded: a taken directory is the cheaper mistake to report
+        check_run_dir(out, resume=resume, overwrite=overwrite)
     if resume:
-        saved = load_config(CONFIGS, Path(out) / "config.json")
-        config = resumed_config(saved, config)
-        _check_resumed_steps(saved, config, Path(out))
+        config = resumed(out, config)
     run = build(config, **family_options)
     run.family.check()
-    main = jax.process_index() == 0
-    if main:
-        prepare_run_dir(out, resume=resume, overwrite=overwrite)
-        (Path(out) / "config.json").write_text(config.to_json())
+    if main:  # only now, with the data checked, is an overwritten run deleted
+        make_run_dir(out, resume=resume, overwrite=overwrite)
+        (out / "config.json").write_text(config.to_json())
     parallel.barrier("run directory ready")
-    out = Path(out)
     checkpointer = Checkpointer(out / "checkpoints")
     metrics = MetricsLog(out / "metrics.jsonl", read_only=not main)
     state = initial_state(run)
     if run.mesh is not None:  # on the mesh from the start: the step compiles once
         state = jax.device_put(jax.tree.map(np.asarray, state), parallel.replicated(run.mesh))
     if resume and checkpointer.latest_step() is not None:
-        state = checkpointer.restore(abstract_like(state))
+        state = checkpointer.restore(state)  # into the state's shapes and shardings
     if resume:  # the records past the restored step (all of them, if none was) are redone
         metrics.truncate_after(int(state.step))
     tic = time.perf_counter()
@@ -179,26 +176,49 @@ def train(
         results = evaluate(run, one)
         results["train_seconds_this_session"] = round(time.perf_counter() - tic, 1)
         (out / "results.json").write_text(json.dumps(results, indent=2))  # before the figures
-        run.family.plot(out, MetricsLog(out / "metrics.jsonl").read(), run.learner, one.meta_params)
+        run.family.plot(out, metrics.read(), run.learner, one.meta_params)
     parallel.barrier("results written")
     return results
 
 
-def _check_resumed_steps(saved: RunConfig, config: RunConfig, out: Path) -> None:
-    """A resumed run's ``steps``: not below the step it reached; fixed under a cosine rate."""
+def resumed(
+    out: str | Path, changes: RunConfig | Mapping[str, Any], *, family: str | None = None
+) -> RunConfig:
+    """The config of the run in ``out``, changed where ``changes`` differ from it.
+
+    Only settings of ``RESUME_MAY_CHANGE`` may change (a larger ``steps`` extends the
+    run, ``devices`` or ``chunk_size`` move it to other hardware), and ``steps`` not
+    under a cosine-decayed rate, nor below the step the run reached.
+
+    Args:
+      out: the run directory.
+      changes: a config of the run's family, or the fields to change (e.g. the flags given).
+      family: the family the caller expects the run to be, if it knows.
+
+    Raises:
+      ValueError: another family, or a change that alters what the meta-steps compute
+        (naming each value), before anything is compiled.
+    """
+    out = Path(out)
+    saved = load_config(FAMILIES, out / "config.json")
+    if family is not None and saved.family != family:
+        raise ValueError(
+            f"{out} holds a {saved.family} run: resume it with metax train {saved.family}."
+        )
+    given = changes if isinstance(changes, RunConfig) else dataclasses.replace(saved, **changes)
+    config = resumed_config(saved, given)
     if config.steps != saved.steps and algorithms.outer_decay(config) == "cosine":
         raise ValueError(
             f"cannot resume with steps={config.steps} (run: {saved.steps}): the outer rate is "
             "cosine-decayed over the run's steps, so every step left would change its rate. "
             "Start a new run for another length."
         )
-    checkpointer = Checkpointer(out / "checkpoints")
-    reached = checkpointer.latest_step()
-    checkpointer.close()
+    reached = max(complete_steps(out / "checkpoints"), default=None)  # JAX not started yet
     if reached is not None and reached > config.steps:
         raise ValueError(
             f"cannot resume with steps={config.steps}: the run reached step {reached}."
         )
+    return config
 
 
 def _step_metrics(run: Run, info: metax.StepInfo) -> dict[str, float]:
@@ -233,24 +253,34 @@ def evaluate(run: Run, state: TrainState) -> dict[str, Any]:
 def load(out: str | Path, *, step: int | None = None, **overrides: Any) -> tuple[Run, TrainState]:
     """A run directory's run and its checkpoint at ``step`` (default: the latest).
 
-    ``overrides`` change config fields for evaluation (e.g. ``test_tasks=6000``,
-    ``eval_queries=15``, ``data="omniglot.npz"``); ``data=`` an already loaded
-    dataset is handed to the family. No data are loaded until the family needs them.
+    ``overrides`` change how the run is tested, the settings of ``EVAL_MAY_CHANGE``
+    (e.g. ``test_tasks=6000``, ``eval_queries=15``, ``data="omniglot.npz"``); ``data=``
+    an already loaded dataset is handed to the family. No data are loaded until the
+    family needs them.
+
+    Raises:
+      ValueError: an override of another setting (it would change the model the
+        checkpoint holds, or evaluate it as it was not trained), naming it.
     """
     out = Path(out)
+    refused = sorted(set(overrides) - set(EVAL_MAY_CHANGE))
+    if refused:
+        raise ValueError(
+            f"evaluation may change only {', '.join(EVAL_MAY_CHANGE)} of a saved run, "
+            f"not {', '.join(refused)}."
+        )
+    config = load_config(FAMILIES, out / "config.json")
+    if "data" in overrides and not hasattr(config, "data"):
+        raise ValueError(f"{config.family} runs read no data; drop data=.")
     if isinstance(overrides.get("data"), os.PathLike):
         overrides["data"] = str(overrides["data"])
     loaded = not isinstance(overrides.get("data", ""), str)
     family_options = {"data": overrides.pop("data")} if loaded else {}
-    config = load_config(CONFIGS, out / "config.json")
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(config)}
-    if unknown:
-        raise ValueError(f"{config.family} runs have no settings {sorted(unknown)}")
     # restored onto one device (evaluation runs on one, whatever mesh trained the run)
     run = build(dataclasses.replace(config, devices=1, **overrides), **family_options)
     checkpointer = Checkpointer(out / "checkpoints")
     try:
-        state = checkpointer.restore(abstract_like(initial_state(run)), step)
+        state = checkpointer.restore(initial_state(run), step)
     finally:
         checkpointer.close()
     return run, state

@@ -14,7 +14,6 @@ import metax
 from metax.data.sinusoid import sample_sinusoid_tasks
 from metax.nn import MLP, layer_mask
 from metax.train import plots
-from metax.train.algorithms import ALGORITHMS
 from metax.train.config import RunConfig
 from metax.train.family import ModelSpec, TaskFamily
 from metax.train.metrics import mean_and_ci95
@@ -30,10 +29,6 @@ class SinusoidConfig(RunConfig):
     """
 
     family: ClassVar[str] = "sinusoid"
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {
-        **RunConfig.choices,
-        "algo": tuple(ALGORITHMS),
-    }
 
     shots: int = 10
     meta_batch: int = 25
@@ -46,7 +41,8 @@ class SinusoidConfig(RunConfig):
     context_size: int = 5
 
     def __post_init__(self):
-        object.__setattr__(self, "hidden", tuple(self.hidden))
+        if isinstance(self.hidden, list):  # as read from config.json
+            object.__setattr__(self, "hidden", tuple(self.hidden))
         super().__post_init__()
 
 
