@@ -8,7 +8,8 @@
 #     learned per-step rates, per-step batch norm (frozen in the inner loop, as their config),
 #     multi-step loss annealed over 10 epochs of 500 steps, the outer rate cosine-decayed to 1% at
 #     the run's last step; first order for the first 10 epochs (their paper: the first 50 of 150
-#     epochs; a third of a 15,000-step run here, where STEPS shortens their 50,000)
+#     epochs; a third of a 15,000-step run here, where STEPS shortens their 50,000; the 20-way
+#     cell runs STEPS=10000, first order for its first half: its step costs ~7x the 5-way one here)
 #   DATA=path/to/omniglot_105.npz STEPS=N bash benchmarks/omniglot_table.sh CELL [--resume | --overwrite]
 # The 5-way 1-shot MAML cell is `benchmarks/omniglot_family.sh maml` (STEPS=8000).
 set -euo pipefail
