@@ -135,6 +135,21 @@ def train(
 
     Returns:
       The results, also written to ``results.json``.
+
+    Example (a short sinusoid run; :func:`load` restores it, :func:`evaluate` tests it):
+
+    >>> import shutil, tempfile
+    >>> from metax.train import SinusoidConfig, evaluate, load, train
+    >>> config = SinusoidConfig(steps=20, meta_batch=2, hidden=(8,), test_tasks=10,
+    ...                         eval_every=0, log_every=10, checkpoint_every=10)
+    >>> folder = tempfile.mkdtemp()
+    >>> out = folder + "/run"
+    >>> train(config, out, progress=False)["steps_trained"]
+    20
+    >>> run, state = load(out, step=10, test_tasks=20)
+    >>> evaluate(run, state)["steps_trained"], run.config.test_tasks
+    (10, 20)
+    >>> shutil.rmtree(folder)
     """
     out, main = Path(out), jax.process_index() == 0
     if main:  # before the data are loaded: a taken directory is the cheaper mistake to report
