@@ -237,7 +237,7 @@ def test_a_family_config_is_checked_by_its_field_types_however_they_are_written(
 
     fields = [("dropout", float, 0.1), ("widths", tuple[int, ...], (4,)), ("name", str, "x")]
     Config = dataclasses.make_dataclass("Config", fields, bases=(RunConfig,), frozen=True)
-    assert Config().dropout == 0.1
+    assert Config().dropout == 0.1 and Config(widths=[4, 8]).widths == (4, 8)  # JSON's lists
     for bad, message in [
         ({"dropout": -1.0}, "dropout must be a positive finite number, got -1.0"),
         ({"widths": 4}, "widths must be a non-empty list of positive widths, got 4"),

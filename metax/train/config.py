@@ -121,6 +121,11 @@ class RunConfig:
         if self.eval_queries is None:
             object.__setattr__(self, "eval_queries", self.queries)
         for f in dataclasses.fields(self):
+            if (
+                isinstance(getattr(self, f.name), list)
+                and field_kind(type(self), f.name) == "widths"
+            ):
+                object.__setattr__(self, f.name, tuple(getattr(self, f.name)))  # from JSON
             problem = check_value(type(self), f.name, getattr(self, f.name))
             if problem:
                 raise ValueError(f"{f.name} {problem}")

@@ -40,11 +40,6 @@ class SinusoidConfig(RunConfig):
     hidden: tuple[int, ...] = (40, 40)
     context_size: int = 5
 
-    def __post_init__(self):
-        if isinstance(self.hidden, list):  # as read from config.json
-            object.__setattr__(self, "hidden", tuple(self.hidden))
-        super().__post_init__()
-
 
 class Sinusoid(TaskFamily):
     """Regression of ``A sin(x - phase)`` from K points with an MLP; MSE loss."""
