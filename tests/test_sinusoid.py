@@ -102,6 +102,23 @@ def test_checkpointer_refuses_non_finite_state_and_keeps_the_good_one(tmp_path):
     np.testing.assert_array_equal(ckpt.restore(good)["w"], good["w"])
 
 
+def test_checkpoint_steps_are_orbaxs_complete_ones_read_without_jax(tmp_path):
+    """``complete_steps`` (what a resume checks before JAX starts) lists what Orbax's own
+    manager lists: finished steps, not a save that died in its temporary folder."""
+    import orbax.checkpoint as ocp
+
+    from metax.train import Checkpointer
+    from metax.train.checkpoint import complete_steps
+
+    ckpt = Checkpointer(tmp_path / "ckpt", max_to_keep=2)
+    for step in (10, 20, 30):
+        ckpt.save(step, {"w": jnp.full(3, step)})
+    (tmp_path / "ckpt" / "40.orbax-checkpoint-tmp-1234").mkdir()  # a save killed midway
+    orbax_steps = sorted(ocp.CheckpointManager(tmp_path / "ckpt").all_steps())
+    assert complete_steps(tmp_path / "ckpt") == orbax_steps == [20, 30]
+    assert ckpt.latest_step() == 30 and complete_steps(tmp_path / "none") == []
+
+
 def test_imaml_runs_log_the_cg_residual_of_their_meta_gradients(tmp_path):
     """iMAML's training log reports its solver (mean and worst task per logged step), so a
     CG that did not converge shows: one CG step leaves a larger residual than five
