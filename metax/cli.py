@@ -27,14 +27,15 @@ def _parser_for(cls, name: str, kind: str):
 
     widths = lambda text: tuple(int(w) for w in text.split(","))  # noqa: E731
     convert = {"widths": widths, "rate": float, "damping": float, "path": str}.get(kind, int)
-    expected = {"widths": "comma-separated widths like 40,40", "rate": "a number"}
-    expected = expected.get(kind, "a number" if convert is float else "an integer")
+    expected = {widths: "comma-separated widths like 40,40", float: "a number", int: "an integer"}
 
     def parse(text: str) -> Any:
         try:
             value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {expected[convert]}, got {text!r}"
+            ) from None
         problem = check_value(cls, name, value)
         if problem:
             raise argparse.ArgumentTypeError(problem.rstrip("."))

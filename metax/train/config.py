@@ -6,6 +6,7 @@ Fields are documented in the ``Attributes`` sections, which the CLI's ``--help``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import math
@@ -167,11 +168,17 @@ RULES = {
 }
 
 
+@functools.cache
+def _field_types(cls: type[RunConfig]) -> dict[str, Any]:
+    """The fields' types, whether or not the module wrote its annotations as strings."""
+    return typing.get_type_hints(cls)
+
+
 def field_kind(cls: type[RunConfig], name: str) -> str:
     """``choice``, or one of :data:`RULES`' kinds, from the field's type and name."""
     if name in cls.choices:
         return "choice"
-    annotation = typing.get_type_hints(cls)[name]  # a type, whether or not written as a string
+    annotation = _field_types(cls)[name]
     if annotation is float:
         return "damping" if name in DAMPINGS else "rate"
     if annotation is str:

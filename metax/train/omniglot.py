@@ -133,9 +133,13 @@ class Omniglot(TaskFamily):
                 (self.train_spec, "meta-training") if name == "train" else (self.eval_spec, name)
             )
             check_episode_spec(
-                spec, len(classes), data.images.shape[1], alphabet=data.alphabet[classes],
-                name=f"{part} split", alphabet_names=data.alphabet_names,
-            )  # fmt: skip
+                spec,
+                len(classes),
+                data.images.shape[1],
+                alphabet=data.alphabet[classes],
+                name=f"{part} split",
+                alphabet_names=data.alphabet_names,
+            )
         return {name: (jnp.asarray(data.images[c]), data.alphabet[c]) for name, c in parts.items()}
 
     def check(self) -> None:
