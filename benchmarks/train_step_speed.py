@@ -2,7 +2,8 @@
 
 The step is the one ``metax train`` runs (``metax.train.run.step_selector``: sampling, the
 learner, the outer update), built from a run directory's ``config.json``; variants change
-settings that leave the meta-gradient as it is (``chunk_size``, ``conv_strategy``). Variants
+settings that leave the meta-gradient as it is (``chunk_size``, ``conv_strategy``), or the
+heap (``heap=default``: glibc's; otherwise resident, as the ``metax`` command keeps it). Variants
 alternate, ``--pairs`` times, so that a drift of the machine hits them all alike:
 
     .venv/bin/python benchmarks/train_step_speed.py runs/table-maml++-20w1s \
@@ -24,9 +25,13 @@ def measure(run_dir: str, variant: str, phase: str, repeats: int) -> dict:
     import jax
     import numpy as np
 
+    from metax.cpu_heap import keep_cpu_heap_resident
     from metax.train import run as runs
     from metax.train.config import load_config
 
+    changes = dict(item.split("=", 1) for item in variant.split(",") if item)
+    if changes.pop("heap", "resident") == "resident":
+        keep_cpu_heap_resident()  # before the first JAX computation, as `metax` does
     config = load_config(runs.FAMILIES, f"{run_dir}/config.json")
 
     def value(name: str, text: str):  # chunk_size=none unchunks; numbers stay numbers
@@ -34,7 +39,6 @@ def measure(run_dir: str, variant: str, phase: str, repeats: int) -> dict:
             return None
         return text if isinstance(getattr(config, name), str) else int(text)
 
-    changes = dict(item.split("=", 1) for item in variant.split(",") if item)
     config = dataclasses.replace(config, **{k: value(k, v) for k, v in changes.items()})
     run = runs.build(config)
     run.family.check()
