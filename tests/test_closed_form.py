@@ -63,6 +63,19 @@ def test_lslr_matches_closed_form_for_params_and_every_rate(x64, first_order):
         np.testing.assert_allclose(grads.hparams[name], expected_rates[name], rtol=1e-6, atol=1e-9)
 
 
+def test_maml_pp_rates_start_at_init_lr_where_it_is_plain_maml(x64):
+    rng = np.random.default_rng(5)
+    task = quad.make_task(rng)
+    z0 = rng.normal(size=quad.DIM)
+    learner = metax.maml_pp(quad.loss, num_steps=3, init_lr=0.15)
+    mp = learner.init(quad.unflatten(jnp.asarray(z0)))
+    rates = {n: [0.15] * 3 for n in quad.SIZES}
+    assert jax.tree.map(lambda r: r.tolist(), mp.hparams) == rates
+    expected, _ = quad.lslr_closed_form(z0, rates, task)
+    grads = meta_grad(learner, mp, task)
+    np.testing.assert_allclose(quad.flatten(grads.params), expected, rtol=1e-6, atol=1e-9)
+
+
 def test_fomaml_matches_closed_form_and_differs_from_second_order(x64):
     rng = np.random.default_rng(3)
     task = quad.make_task(rng)
@@ -120,6 +133,22 @@ def mlp_setup(rng):
         return {"x": x, "y": np.sin(x) * 2.0}
 
     return jax.tree.map(jnp.asarray, params), metax.Task(support=batch(6), query=batch(6))
+
+
+def test_pretrain_loss_is_the_loss_on_support_and_query_pooled(x64):
+    """The baseline's training loss: ``loss_fn`` on both sets as one batch (6 + 6 examples,
+    so the mean of the two means), with no inner loop; the query loss is reported alone."""
+    params, task = mlp_setup(np.random.default_rng(2))
+    learner = metax.pretrain(mlp_loss, inner_opt=optax.sgd(0.05), num_steps=3)
+    mp = learner.init(params)
+    (value, aux), grads = jax.value_and_grad(lambda m: learner.loss(m, task), has_aux=True)(mp)
+    support, query = mlp_loss(params, task.support), mlp_loss(params, task.query)
+    np.testing.assert_allclose(value, 0.5 * (support + query), rtol=1e-12)
+    g_support, g_query = (jax.grad(mlp_loss)(params, b) for b in (task.support, task.query))
+    want = jax.tree.map(lambda a, b: 0.5 * (a + b), g_support, g_query)
+    chex.assert_trees_all_close(grads.params, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(aux.query_loss, query, rtol=1e-12)
+    assert aux.adapt.support_loss.shape == (0,)
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,10 @@ def test_cavia_adapts_only_the_context_from_zero_and_is_exact(x64):
     np.testing.assert_array_equal(got.params["ctx"], 0.0)
     adapted, _ = learner.adapt(mp, task.support)
     assert not np.allclose(adapted["ctx"], 0.0) and not np.allclose(adapted["ctx"], 7.0)
+    p = zero_ctx(params)  # test-time fine-tuning starts from zero too, not from the 7s
+    for _ in range(STEPS):
+        p = {**p, "ctx": p["ctx"] - ALPHA * jax.grad(ctx_mlp_loss)(p, task.support)["ctx"]}
+    np.testing.assert_allclose(adapted["ctx"], p["ctx"], rtol=1e-10, atol=1e-12)
     for key in ("w1", "b1", "w2", "b2"):
         np.testing.assert_array_equal(adapted[key], params[key])
 

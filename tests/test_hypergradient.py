@@ -85,6 +85,27 @@ def test_as_the_outer_optimizer_of_a_jitted_meta_step():
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
 
 
+def test_alpha_maml_rate_gradient_is_the_hypergradient_of_the_query_loss(x64):
+    """Alpha-MAML: one inner rate per leaf, starting at ``init_lr`` and shared by every
+    step; its meta-gradient is ``d L_query / d alpha``, the sum over the steps of the
+    per-step rate derivatives (closed form on a quadratic task)."""
+    rng = np.random.default_rng(5)
+    task = quad.make_task(rng)
+    z0, num_steps = rng.normal(size=quad.DIM), 3
+    learner = metax.alpha_maml(quad.loss, num_steps=num_steps, init_lr=0.15)
+    mp = learner.init(quad.unflatten(jnp.asarray(z0)))
+    assert jax.tree.map(lambda r: r.tolist(), mp.hparams) == {"a": [0.15], "b": [0.15]}
+    rates = {"a": 0.1, "b": 0.25}
+    mp = mp._replace(hparams={n: jnp.array([r]) for n, r in rates.items()})
+    grads = jax.grad(lambda m: learner.loss(m, task)[0])(mp)
+    expected_z0, per_step = quad.lslr_closed_form(
+        z0, {n: [r] * num_steps for n, r in rates.items()}, task
+    )
+    np.testing.assert_allclose(quad.flatten(grads.params), expected_z0, rtol=1e-6, atol=1e-9)
+    for name in quad.SIZES:
+        np.testing.assert_allclose(grads.hparams[name], [per_step[name].sum()], rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [

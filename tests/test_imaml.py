@@ -207,6 +207,50 @@ def test_cg_stops_at_non_positive_curvature_and_reports_it(x64):
     assert iterations == 3 and residuals[-1] < 1e-12
 
 
+def test_cg_tolerance_is_relative_to_the_right_hand_side(x64):
+    """``tol`` is relative to ``||b||``: scaling ``b`` by 1e-6 or 1e6 scales the solution and
+    leaves the iterations (7 of 10) and the residual history unchanged."""
+    A = jnp.asarray(np.diag(np.arange(1.0, 11.0)))
+    b = jnp.asarray(np.random.default_rng(6).normal(size=10))
+
+    def solve(scale):
+        return conjugate_gradient(lambda u: A @ u, scale * b, max_steps=10, tol=1e-2)
+
+    x, residuals, iterations = solve(1.0)
+    assert 1 < iterations < 10 and residuals[iterations - 1] <= 1e-2
+    for scale in (1e-6, 1e6):
+        x_scaled, residuals_scaled, iterations_scaled = solve(scale)
+        assert iterations_scaled == iterations, scale
+        np.testing.assert_allclose(x_scaled, scale * x, rtol=1e-9)
+        np.testing.assert_allclose(residuals_scaled, residuals, rtol=1e-9)
+
+
+def test_hessian_and_stationarity_use_the_last_steps_loss(x64):
+    """A ``takes_step`` support loss scaled by 3 at step 0 only: the inner loop still
+    converges to the proximal solution of the unscaled loss, and the implicit gradient
+    and stationarity check use the loss of the last step (Hessian ``A_s``, not ``3 A_s``)."""
+    rng = np.random.default_rng(0)
+    task = quad.make_task(rng)
+    z0, lam = rng.normal(size=quad.DIM), 0.5
+
+    def loss(params, batch, step):
+        return jnp.where(step == 0, 3.0, 1.0) * quad.loss(params, batch)
+
+    learner = metax.imaml(
+        loss,
+        inner_opt=optax.sgd(0.3),
+        num_steps=300,
+        lam=lam,
+        cg_steps=quad.DIM,
+        cg_tol=0.0,
+        takes_step=True,
+    )
+    grads, aux = meta_grad(learner, learner.init(quad.unflatten(jnp.asarray(z0))), task)
+    _, _, expected = quadratic_oracle(z0, task, lam)
+    np.testing.assert_allclose(quad.flatten(grads.params), expected, rtol=1e-6, atol=1e-9)
+    assert aux.solver.inner_grad_norm < 1e-10 and aux.solver.cg_residual < 1e-10
+
+
 def conv4_problem():
     """Conv-4 with 4 filters on three 16x16 images in float64, as ``loss(strategy)``:
     one parameter tree serves both convolution strategies."""

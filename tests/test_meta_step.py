@@ -90,6 +90,25 @@ def test_remat_equals_no_remat(name):
     chex.assert_trees_all_close(plain, remat, rtol=1e-5, atol=1e-7)
 
 
+def test_remat_keeps_each_steps_carry_not_its_activations():
+    """What remat is for: the backward pass keeps each inner step's parameters, not the
+    support set's activations (measured: 184 kB of temporaries without, 19 kB with)."""
+    rng = np.random.default_rng(0)
+    params = {"w1": rng.normal(size=(1, 16)), "b1": np.zeros(16)}
+    params |= {"w2": rng.normal(size=(16, 1)) / 4, "b2": np.zeros(1)}
+    params = jax.tree.map(lambda a: a.astype(np.float32), params)
+    x = np.linspace(-3.0, 3.0, 128, dtype=np.float32)[:, None]
+    task = metax.Task(support={"x": x, "y": np.sin(x)}, query={"x": x, "y": np.cos(x)})
+
+    def temp_bytes(remat: bool) -> int:
+        learner = LEARNERS["maml"](num_steps=4, remat=remat)
+        grad = jax.jit(jax.grad(lambda m: learner.loss(m, task)[0]))
+        return grad.lower(learner.init(params)).compile().memory_analysis().temp_size_in_bytes
+
+    plain, remat = temp_bytes(False), temp_bytes(True)
+    assert remat < 0.25 * plain, (plain, remat)
+
+
 @pytest.mark.parametrize("chunk_size", [1, 2, 3])
 def test_chunked_meta_step_equals_unchunked(chunk_size):
     learner = LEARNERS["maml++"]()

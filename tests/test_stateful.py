@@ -91,6 +91,74 @@ def test_query_is_scored_with_the_last_step_index():
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 
+def test_multi_step_loss_scores_each_step_with_its_own_index():
+    """MAML++'s multi-step loss: the query after step ``i`` is scored as step ``i`` (its
+    per-step bias and the state after that step), not as the last step."""
+    learner = metax.maml(
+        stateful_loss,
+        inner_opt=optax.sgd(0.1),
+        num_steps=NUM_STEPS,
+        stateful=True,
+        takes_step=True,
+        multi_step_loss=True,
+    )
+    task = make_task(jax.random.key(5))
+    weights = jnp.full(NUM_STEPS, 1.0 / NUM_STEPS)
+    _, aux = learner.loss(learner.init(PARAMS), task, state=STATE, step_weights=weights)
+    p, s, expected = dict(PARAMS), STATE, []
+    for i in range(NUM_STEPS):
+        (_, s), g = jax.value_and_grad(stateful_loss, has_aux=True)(p, s, task.support, i)
+        p = jax.tree.map(lambda a, b: a - 0.1 * b, p, g)
+        expected.append(float(stateful_loss(p, s, task.query, i)[0]))
+    np.testing.assert_allclose(aux.adapt.query_loss, expected, rtol=1e-5)
+
+
+def running_mean_loss(params, state, batch):
+    """Training mode: centre ``x * w`` with its own batch mean and store that mean in the
+    state (like batch norm's running statistic, it depends on the weights)."""
+    x, y = batch
+    h = x * params["w"]
+    pred = h - jnp.mean(h) + params["b"]
+    return jnp.mean((pred - y) ** 2), 0.5 * state + 0.5 * jnp.mean(h)
+
+
+def running_mean_eval(params, state, batch):
+    """Evaluation mode: centre with the stored statistic."""
+    x, y = batch
+    pred = x * params["w"] - state + params["b"]
+    return jnp.mean((pred - y) ** 2), state
+
+
+def test_no_meta_gradient_flows_through_the_model_state(x64):
+    """The stored statistic depends on the weights and scores the query, yet the state is
+    threaded without gradient: the meta-gradient is the hand-unrolled one with the state
+    a constant, which differs from the gradient through the state."""
+    xs, xq = jnp.linspace(0.5, 2.0, 8), jnp.linspace(3.0, 6.0, 8)
+    task = metax.Task(support=(xs, 2 * xs + 1), query=(xq, 2 * xq + 1))
+    params = {"w": jnp.float64(0.5), "b": jnp.float64(0.2)}
+    learner = metax.maml(
+        running_mean_loss,
+        inner_opt=optax.sgd(0.1),
+        num_steps=2,
+        stateful=True,
+        query_loss_fn=running_mean_eval,
+    )
+    got = jax.grad(lambda m: learner.loss(m, task, state=jnp.float64(0.0))[0])(learner.init(params))
+
+    def unrolled(p, through_state):
+        s = jnp.float64(0.0)
+        for _ in range(2):
+            (_, new_s), g = jax.value_and_grad(running_mean_loss, has_aux=True)(p, s, task.support)
+            s = new_s if through_state else jax.lax.stop_gradient(new_s)
+            p = jax.tree.map(lambda a, b: a - 0.1 * b, p, g)
+        return running_mean_eval(p, s, task.query)[0]
+
+    want, through = jax.grad(unrolled)(params, False), jax.grad(unrolled)(params, True)
+    for key in params:
+        np.testing.assert_allclose(got.params[key], want[key], rtol=1e-10, atol=1e-12)
+    assert abs(float(through["w"] - want["w"])) > 0.1 * abs(float(want["w"]))
+
+
 def test_meta_step_returns_task_mean_state_and_no_gradient_flows_into_it():
     learner = metax.maml(
         stateful_loss, inner_opt=optax.sgd(0.1), num_steps=NUM_STEPS, stateful=True, takes_step=True
