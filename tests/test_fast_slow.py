@@ -149,3 +149,21 @@ def test_bad_masks_and_rates_are_named_before_compiling():
     bad = mp._replace(hparams={**mp.hparams, "w1": jnp.ones((1, 3, 3))})
     with pytest.raises(ValueError, match=r"rate at \['w1'\] has shape \(3, 3\), which does not"):
         learner.loss(bad, one_task(0, jnp.float32))
+
+
+@pytest.mark.parametrize("make", [metax.maml_pp, metax.meta_sgd])
+def test_a_mask_function_sees_the_parameters_not_the_learned_rates(x64, make):
+    # the rates carry a leading step axis, so a mask chosen by shape must be resolved on
+    # the parameters (biases: ndim 1) and the same leaves taken from the rates
+    params = jax.tree.map(lambda x: x.astype(jnp.float64), init_mlp(jax.random.key(0), hidden=6))
+    task = one_task()
+    by_shape = lambda p: jax.tree.map(lambda x: x.ndim == 1, p)  # noqa: E731
+    got, want = (
+        make(mlp_loss, num_steps=STEPS, init_lr=ALPHA, adapt_mask=mask)
+        for mask in (by_shape, by_shape(params))
+    )
+    grad = lambda learner: jax.grad(lambda m: learner.loss(m, task)[0])(learner.init(params))  # noqa: E731
+    chex.assert_trees_all_close(grad(got), grad(want), rtol=1e-12, atol=1e-14)
+    adapted, _ = got.adapt(got.init(params), task.support)
+    chex.assert_trees_all_equal(adapted["w1"], params["w1"])  # a weight matrix: slow
+    assert float(jnp.abs(adapted["b1"] - params["b1"]).max()) > 0  # a bias: fast

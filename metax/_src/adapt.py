@@ -109,7 +109,8 @@ def adapt(
         return _scan(
             f, evaluate, params, batch, state, inner_opt, num_steps, hparams, first_order, remat
         )
-    fast, slow = partition(params, adapt_mask)
+    mask = adapt_mask(params) if callable(adapt_mask) else adapt_mask  # of the parameters
+    fast, slow = partition(params, mask)
     fast, info = _scan(
         lambda p, s, b, i: f(merge(p, slow), s, b, i),
         None if evaluate is None else lambda p, s, i: evaluate(merge(p, slow), s, i),
@@ -118,7 +119,7 @@ def adapt(
         state,
         inner_opt,
         num_steps,
-        None if hparams is None else partition(hparams, adapt_mask)[0],
+        None if hparams is None else partition(hparams, mask)[0],  # rates share its tree
         first_order,
         remat,
     )
