@@ -12,7 +12,9 @@
 #     cell runs STEPS=10000, first order for its first half: its step costs ~7x the 5-way one here;
 #     one task at a time (--chunk-size 1): 1.4-1.5x faster per step on this CPU; the same mean
 #     meta-gradient, summed in another order)
-#   DATA=path/to/omniglot_105.npz STEPS=N bash benchmarks/omniglot_table.sh CELL [--resume | --overwrite]
+#   DATA=path/to/omniglot_105.npz STEPS=N [HEAP=default] bash benchmarks/omniglot_table.sh CELL [--resume | --overwrite]
+# HEAP=default runs `metax --heap default` (glibc's malloc settings; see benchmarks/RESULTS.md for
+# when the resident heap is slower)
 # The 5-way 1-shot MAML cell is `benchmarks/omniglot_family.sh maml` (STEPS=8000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,6 @@ case "$cell" in
   maml++-20w1s) args=("${mamlpp[@]}" --meta-batch 16 --ways 20 --shots 1 --queries 1 --chunk-size 1) ;;
   *) echo "unknown cell: $cell" >&2; exit 2 ;;
 esac
-exec nice -n 5 .venv/bin/metax train omniglot --data "${DATA:?set DATA to an Omniglot npz}" \
+exec nice -n 5 .venv/bin/metax --heap "${HEAP:-resident}" train omniglot --data "${DATA:?set DATA to an Omniglot npz}" \
   "${args[@]}" --outer-lr 1e-3 --steps "${STEPS:-5000}" --eval-every 500 --val-tasks 200 \
   --test-tasks 600 --checkpoint-every 250 --log-every 25 --out "runs/table-$cell" --no-progress "$@"
