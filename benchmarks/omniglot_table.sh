@@ -10,8 +10,8 @@
 #     the run's last step; first order for the first 10 epochs (their paper: the first 50 of 150
 #     epochs; a third of a 15,000-step run here, where STEPS shortens their 50,000; the 20-way
 #     cell runs STEPS=10000, first order for its first half: its step costs ~7x the 5-way one here;
-#     one task at a time (--chunk-size 1): 1.4-1.5x faster per step on this CPU; the same mean
-#     meta-gradient, summed in another order)
+#     one task at a time (--chunk-size 1): the fastest layout on the 2-core Intel host of the
+#     twelfth session, see benchmarks/RESULTS.md; the same mean meta-gradient, summed in another order)
 #   DATA=path/to/omniglot_105.npz STEPS=N [HEAP=default] bash benchmarks/omniglot_table.sh CELL [--resume | --overwrite]
 # HEAP=default runs `metax --heap default` (glibc's malloc settings; see benchmarks/RESULTS.md for
 # when the resident heap is slower)
