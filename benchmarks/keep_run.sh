@@ -18,6 +18,7 @@ case "$action" in
     rm -rf "$kept.tmp"
     mkdir -p "$kept.tmp/checkpoints"
     cp "$run/config.json" "$run/metrics.jsonl" "$kept.tmp/"
+    [ ! -f "$run/devices.log" ] || cp "$run/devices.log" "$kept.tmp/"  # from device_piece.sh
     cp -r "$run/checkpoints/$step" "$kept.tmp/checkpoints/"
     rm -rf "$kept"
     mv "$kept.tmp" "$kept"

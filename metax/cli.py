@@ -28,13 +28,17 @@ def _parser_for(cls, name: str, kind: str):
     widths = lambda text: tuple(int(w) for w in text.split(","))  # noqa: E731
     convert = {"widths": widths, "rate": float, "damping": float, "path": str}.get(kind, int)
     expected = {widths: "comma-separated widths like 40,40", float: "a number", int: "an integer"}
+    optional = {f.name: f.default for f in dataclasses.fields(cls)}[name] is None
 
     def parse(text: str) -> Any:
+        if optional and text.lower() == "none":  # e.g. --chunk-size none: the whole meta-batch
+            return None
         try:
             value = convert(text)
         except ValueError:
+            also = " or none" if optional else ""
             raise argparse.ArgumentTypeError(
-                f"expected {expected[convert]}, got {text!r}"
+                f"expected {expected[convert]}{also}, got {text!r}"
             ) from None
         problem = check_value(cls, name, value)
         if problem:

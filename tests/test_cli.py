@@ -83,8 +83,11 @@ def test_a_resumed_run_changes_what_flags_say_and_only_what_it_may(tmp_path):
     """Flags given on --resume change the run (steps, log cadence); flags not given keep the
     run's values, not the defaults; a setting that changes the meta-steps is refused, named."""
     run = tmp_path / "run"
-    assert metax("train", "sinusoid", "--steps", 200, *FAST, "--out", run).returncode == 0
+    first = metax("train", "sinusoid", "--steps", 200, "--chunk-size", 5, *FAST, "--out", run)
+    assert first.returncode == 0, first.stderr
     saved = (run / "config.json").read_text()
+    bad = metax("train", "sinusoid", "--chunk-size", "two", "--out", run)
+    assert bad.returncode == 2 and "expected an integer or none, got 'two'" in bad.stderr
 
     refused = metax(
         "train", "sinusoid", "--inner-lr", 0.1, "--steps", 300, "--out", run, "--resume"
@@ -99,12 +102,13 @@ def test_a_resumed_run_changes_what_flags_say_and_only_what_it_may(tmp_path):
     )
 
     extended = metax(
-        "train", "sinusoid", "--steps", 300, "--log-every", 50, "--out", run, "--resume",
-        "--no-progress",
+        "train", "sinusoid", "--steps", 300, "--log-every", 50, "--chunk-size", "none",
+        "--out", run, "--resume", "--no-progress",
     )  # fmt: skip
     assert extended.returncode == 0, extended.stderr
     config = json.loads((run / "config.json").read_text())
     assert (config["steps"], config["log_every"], config["meta_batch"]) == (300, 50, 5)
+    assert config["chunk_size"] is None  # a layout that --resume may change, back to unchunked
     records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
     assert [r["step"] for r in records if "loss" in r] == [200, 250, 300]
 
