@@ -181,6 +181,27 @@ def test_lake_run_writer_refuses_a_bad_npz_with_the_loaders_message(tmp_path, mo
 
 
 @needs_data
+def test_runs_like_lake2015_are_found_in_the_npz_with_lakes_alphabets_and_drawers(
+    tmp_path, monkeypatch
+):
+    """The writer's Lake-like layout, read back by pixel match: each of Lake et al.'s 10
+    alphabets in two runs, one drawer of the first 8 for training and another for test."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    from lake_runs import LAKE2015_ALPHABETS, identify_runs, write_lake_runs
+
+    alphabets = write_lake_runs(NPZ, tmp_path, seed=3, like_lake2015=True)
+    found = identify_runs(NPZ, tmp_path)
+    assert alphabets == [name for name in LAKE2015_ALPHABETS for _ in range(2)]
+    assert [run["alphabet"] for run in found.values()] == [[name] for name in alphabets]
+    for run in found.values():
+        assert run["not_found"] == 0
+        (train,), (test,) = run["training_drawers"], run["test_drawers"]
+        assert train != test and max(train, test) < 8, run
+    Image.fromarray(np.zeros((105, 105), np.uint8)).save(tmp_path / "run02" / "test" / "item01.png")
+    assert identify_runs(NPZ, tmp_path)["run02"]["not_found"] == 1
+
+
+@needs_data
 def test_tfds_path_with_mock_data_on_real_images(real, monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")
     classes = [0, 1, 500]
