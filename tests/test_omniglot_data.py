@@ -323,6 +323,55 @@ def test_rotations_only_when_asked():
     assert len(np.unique(where)) == 4  # all four rotations occur
 
 
+def test_affine_warp_is_exact_for_the_identity_a_quarter_turn_and_a_one_pixel_shift():
+    from metax.data.distort import affine_warp
+
+    image = jax.random.uniform(jax.random.key(0), (28, 28))
+    eye, zero = jnp.eye(2), jnp.zeros(2)
+    np.testing.assert_array_equal(affine_warp(image, eye, zero), image)
+    turn = jnp.array([[0.0, -1.0], [1.0, 0.0]])
+    np.testing.assert_allclose(affine_warp(image, turn, zero), jnp.rot90(image), atol=1e-6)
+    shifted = affine_warp(image, eye, jnp.array([0.0, 1.0]))  # one column to the right
+    np.testing.assert_allclose(shifted[:, 1:], image[:, :-1], atol=1e-6)
+    np.testing.assert_array_equal(shifted[:, 0], 0.0)  # no ink from outside the image
+    half = affine_warp(image, 2 * eye, zero)  # scaled about the centre: corners leave
+    np.testing.assert_allclose(half[13:15, 13:15], image[13:15, 13:15], atol=0.3)
+    assert float(jnp.abs(half - image).max()) > 0.5
+
+
+def test_distorted_episodes_keep_classes_drawers_and_labels_and_warp_each_image_anew():
+    """The same key with and without ``distort``: the same labels, each image moved by its
+    own affine map (ink kept within the scalings' bounds)."""
+    pool = np.zeros((12, 20, 28, 28), np.uint8)
+    pool[:, :, 9:19, 9:19] = 255  # a centred square of ink: its moves are measurable
+    pool = jnp.asarray(pool)
+    spec = EpisodeSpec(5, 2, 3, rotate=True)
+    key = jax.random.key(3)
+    plain = sample_episode(key, pool, spec)
+    warped = jax.jit(lambda k: sample_episode(k, pool, spec._replace(distort=True)))(key)
+    again = sample_episode(key, pool, spec._replace(distort=True))
+    np.testing.assert_allclose(warped.query["x"], again.query["x"], atol=1e-6)  # keyed
+    for part in ("support", "query"):
+        (w, p) = getattr(warped, part), getattr(plain, part)
+        np.testing.assert_array_equal(w["y"], p["y"])
+        x, x0 = np.asarray(w["x"])[..., 0], np.asarray(p["x"])[..., 0]
+        moved = np.abs(x - x0).reshape(len(x), -1).max(1) > 0.1
+        assert 0.6 < moved.mean() <= 1.0, moved  # all 4 components off: 1 image in 16
+        ink = x.sum((1, 2)) / x0.sum((1, 2))
+        assert np.all((ink > 0.6) & (ink < 1.5)), ink  # areas 0.64-1.44 (and shears) kept
+    assert len({tuple(np.round(i.ravel()[::37], 3)) for i in np.asarray(warped.query["x"])}) > 10
+
+
+def test_only_meta_training_episodes_are_distorted():
+    from metax.train.omniglot import Omniglot, OmniglotConfig
+
+    family = Omniglot(OmniglotConfig(data="omniglot.npz", distortion="affine"))
+    assert family.train_spec.distort and not family.eval_spec.distort
+    assert not Omniglot(OmniglotConfig(data="omniglot.npz")).train_spec.distort
+    with pytest.raises(ValueError, match="distortion must be one of none, affine; got 'affin'"):
+        OmniglotConfig(data="omniglot.npz", distortion="affin")
+
+
 def test_classes_drawers_and_labels_are_drawn_uniformly():
     """Pearson chi-square of class, drawer and first-label counts over 4,000 episodes."""
     pool = _labelled_pool()  # 12 classes x 20 drawers, marked by (class + 1, drawer + 1)

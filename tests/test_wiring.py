@@ -335,7 +335,10 @@ def test_omniglot_run_with_batch_norm_state_resumes_bit_for_bit(data, tmp_path):
 
 
 @needs_omniglot
-@pytest.mark.parametrize("flags", [{"split": "alphabet"}, {"backbone": "resnet12", "features": 4}])
+@pytest.mark.parametrize(
+    "flags",
+    [{"split": "alphabet", "distortion": "affine"}, {"backbone": "resnet12", "features": 4}],
+)
 def test_split_and_backbone_options_run_through_the_real_train_path(data, tmp_path, flags):
     config = OmniglotConfig(
         data=str(NPZ), meta_batch=2, steps=2, log_every=1, checkpoint_every=2, eval_every=0,

@@ -1,5 +1,6 @@
 """Task families and episode samplers."""
 
+from metax.data.distort import random_affine as random_affine
 from metax.data.episodes import EpisodeSpec as EpisodeSpec
 from metax.data.episodes import check_episode_spec as check_episode_spec
 from metax.data.episodes import sample_episode as sample_episode
@@ -30,6 +31,7 @@ __all__ = [
     "load_tfds",
     "make_split",
     "maml_split",
+    "random_affine",
     "read_npz",
     "sample_episode",
     "sample_episodes",

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metax._src.base import Task
+from metax.data.distort import random_affine
 from metax.data.omniglot import model_input
 
 
@@ -30,6 +31,9 @@ class EpisodeSpec(NamedTuple):
         et al.'s one-shot task (the alphabet drawn uniformly among those with at
         least ``ways`` characters; with ``rotate``, each character in a random
         rotation); otherwise from the whole pool.
+      distort: distort every image by its own random affine map, as Koch et al.
+        (2015) augmented Omniglot (:func:`metax.data.distort.random_affine`); off for
+        val/test.
     """
 
     ways: int
@@ -37,6 +41,7 @@ class EpisodeSpec(NamedTuple):
     queries: int
     rotate: bool = False
     within_alphabet: bool = False
+    distort: bool = False
 
 
 def check_episode_spec(
@@ -103,13 +108,16 @@ def sample_episode(
     array, ``int [classes]``), drawn uniformly among those with enough classes; each class
     gets ``shots + queries`` distinct drawers, the first ``shots`` for the support
     set; labels ``0..ways-1`` go to the classes in their (random) drawing order, so
-    the class-to-label map is a fresh random permutation every episode.
+    the class-to-label map is a fresh random permutation every episode. With
+    ``spec.distort`` the images are then distorted, from a key of their own: the
+    classes, drawers and labels are those of the same key without it.
 
     Returns:
       A :class:`metax.Task`; ``support`` is ``{"x": float32 [ways*shots, H, W, 1] in
       [0, 1], "y": int32 [ways*shots]}``, ``query`` likewise with ``ways*queries``.
     """
     num_classes, num_drawers = images.shape[:2]
+    k_distort = jax.random.fold_in(key, 1)
     if spec.within_alphabet:
         key, k_alphabet = jax.random.split(key)
     k_cls, k_draw = jax.random.split(key)
@@ -123,6 +131,8 @@ def sample_episode(
     x = model_input(images[cls[:, None], drawers])  # [ways, n, H, W, 1]
     if spec.rotate:
         x = jax.vmap(_rotate)(x[..., 0], rot)[..., None]
+    if spec.distort:
+        x = random_affine(k_distort, x[..., 0])[..., None]
     y = jnp.broadcast_to(jnp.arange(spec.ways, dtype=jnp.int32)[:, None], (spec.ways, n))
 
     def part(lo, hi):

@@ -56,6 +56,9 @@ class OmniglotConfig(RunConfig):
         weights, batch statistics); auto: per_step for maml++, batch otherwise.
       inner_bn: adapt (the inner loop fine-tunes batch-norm weights) or freeze (only
         the outer loop learns them, as in Finn et al.'s and Antoniou et al.'s code).
+      distortion: none, or affine (each meta-training image distorted by its own random
+        rotation, shear, scaling and shift, as Koch et al. 2015 augmented Omniglot;
+        validation and test images never are).
       conv_strategy: how 3x3 convolutions are computed (see metax.nn.Conv3x3).
     """
 
@@ -67,6 +70,7 @@ class OmniglotConfig(RunConfig):
         "backbone": ("conv4", "resnet12"),
         "bn_policy": ("auto", *BN_POLICIES),
         "inner_bn": ("adapt", "freeze"),
+        "distortion": ("none", "affine"),
         "conv_strategy": CONV_STRATEGIES,
     }
 
@@ -86,6 +90,7 @@ class OmniglotConfig(RunConfig):
     backbone: str = "conv4"
     bn_policy: str = "auto"
     inner_bn: str = "adapt"
+    distortion: str = "none"
     conv_strategy: str = "auto"
 
 
@@ -120,7 +125,10 @@ class Omniglot(TaskFamily):
         self.example = jnp.zeros((2, config.image_size, config.image_size, 1))  # for init
         within = config.episodes == "within_alphabet"
         shape = (config.ways, config.shots)
-        self.train_spec = EpisodeSpec(*shape, config.queries, rotate=True, within_alphabet=within)
+        distort = config.distortion == "affine"
+        self.train_spec = EpisodeSpec(
+            *shape, config.queries, rotate=True, within_alphabet=within, distort=distort
+        )
         self.eval_spec = EpisodeSpec(*shape, config.eval_queries, within_alphabet=within)
 
     @functools.cached_property
