@@ -339,6 +339,25 @@ def test_affine_warp_is_exact_for_the_identity_a_quarter_turn_and_a_one_pixel_sh
     assert float(jnp.abs(half - image).max()) > 0.5
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"rotation": -1.0}, "rotation must be a finite number >= 0, got -1.0"),
+        ({"translation": float("nan")}, "translation must be a finite number >= 0, got nan"),
+        (
+            {"scale": (1.2, 0.8)},
+            r"scale must be \(low, high\) with 0 < low <= high, got \(1.2, 0.8\)",
+        ),
+        ({"probability": 1.5}, r"probability must be in \[0, 1\], got 1.5"),
+    ],
+)
+def test_random_affine_refuses_bad_ranges_naming_them(option, message):
+    from metax.data.distort import random_affine
+
+    with pytest.raises(ValueError, match=message):
+        random_affine(jax.random.key(0), jnp.zeros((2, 8, 8)), **option)
+
+
 def test_distorted_episodes_keep_classes_drawers_and_labels_and_warp_each_image_anew():
     """The same key with and without ``distort``: the same labels, each image moved by its
     own affine map (ink kept within the scalings' bounds)."""

@@ -59,7 +59,25 @@ def random_affine(
 
     Returns:
       The distorted images, of the shape and dtype of ``images``.
+
+    Raises:
+      ValueError: a negative range, scale factors not ``0 < low <= high``, or a
+        probability outside [0, 1], naming the value.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> images = jnp.zeros((4, 5, 28, 28)).at[..., 9:19, 9:19].set(1.0)
+      >>> random_affine(jax.random.key(0), images).shape
+      (4, 5, 28, 28)
     """
+    ranges = {"rotation": rotation, "shear": shear, "translation": translation}
+    for name, value in ranges.items():
+        if not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+    if not 0 < scale[0] <= scale[1] < math.inf:
+        raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}.")
+    if not 0 <= probability <= 1:
+        raise ValueError(f"probability must be in [0, 1], got {probability!r}.")
     lead, (h, w) = images.shape[:-2], images.shape[-2:]
     flat = images.reshape((-1, h, w))
     keys = jax.random.split(key, flat.shape[0])
