@@ -7,6 +7,9 @@
 # Tried in the ninth session (not published: 36.50% error per image, worse): episodes drawn
 # across the background alphabets, the rate cosine-decayed, 1,500 steps:
 #   --episodes mixed --outer-decay cosine --steps 1500 --out runs/lake-mixed-20w1s
+# Tried in the fourteenth session (not published: level, 30.75% per image on our runs, 13.25% on
+# Lake et al.'s own): every meta-training image distorted by a random affine map (Koch et al.):
+#   --distortion affine --out runs/lake-affine-20w1s
 # The sixth session's model (MAML++ with per-step batch norm, 68.25% error) came from
 #   --algo maml++ --bn-policy per_step --inner-steps 5 --inner-lr 0.1 --steps 1000
 #   --steps-per-epoch 250 --msl-anneal-epochs 2 --first-order-epochs 2 --eval-inner-steps 5
