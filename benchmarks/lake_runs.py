@@ -74,8 +74,8 @@ def write_lake_runs(
 def identify_runs(npz: Path, runs_dir: Path) -> dict[str, dict]:
     """Each run folder's alphabet and drawers (0-based), found by exact pixel match in the npz.
 
-    ``None`` stands for an image found nowhere in the npz; an alphabet or drawer list with
-    several entries means the run mixes them.
+    ``not_found`` counts the images found nowhere in the npz; an alphabet or drawer list
+    with several entries means the run mixes them.
     """
     f = read_npz(npz)
     images, alphabet = f["images"], f["alphabet"]
