@@ -117,7 +117,7 @@ def sample_episode(
       [0, 1], "y": int32 [ways*shots]}``, ``query`` likewise with ``ways*queries``.
     """
     num_classes, num_drawers = images.shape[:2]
-    k_distort = jax.random.fold_in(key, 1)
+    k_distort = jax.random.fold_in(key, 1) if spec.distort else None  # before key is split
     if spec.within_alphabet:
         key, k_alphabet = jax.random.split(key)
     k_cls, k_draw = jax.random.split(key)
