@@ -74,7 +74,7 @@ def step_selector(run: Run) -> Callable[[int], StepFn]:
     def make_step(learner: metax.MetaLearner) -> StepFn:
         if run.mesh is None:
             step = metax.meta_step(learner, run.outer_opt, chunk_size=config.chunk_size)
-            meta_step = lambda mp, os, keys, **ex: step(mp, os, jax.vmap(sample)(keys), **ex)  # noqa: E731
+            meta_step = lambda mp, opt, keys, **ex: step(mp, opt, jax.vmap(sample)(keys), **ex)  # noqa: E731
         else:
             meta_step = parallel.data_parallel(
                 learner, run.outer_opt, run.mesh, chunk_size=config.chunk_size, sample=sample
