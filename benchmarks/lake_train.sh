@@ -3,7 +3,8 @@
 # alphabets (alphabet split), MAML with batch statistics (Finn et al.'s batch norm), one inner
 # SGD step of 0.4, meta-batch 16. Score it per image with `metax eval-lake --per-image`
 # (each test image normalised with the support set and itself, never with other test images).
-#   DATA=path/to/omniglot_105.npz bash benchmarks/lake_train.sh [--resume | --overwrite] [--steps N]
+#   DATA=path/to/omniglot_105.npz [HEAP=default] bash benchmarks/lake_train.sh [--resume | --overwrite] [--steps N]
+# HEAP=default runs `metax --heap default` (glibc's malloc settings, faster on some hosts).
 # Tried in the ninth session (not published: 36.50% error per image, worse): episodes drawn
 # across the background alphabets, the rate cosine-decayed, 1,500 steps:
 #   --episodes mixed --outer-decay cosine --steps 1500 --out runs/lake-mixed-20w1s
@@ -15,7 +16,7 @@
 #   --steps-per-epoch 250 --msl-anneal-epochs 2 --first-order-epochs 2 --eval-inner-steps 5
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec nice -n 5 .venv/bin/metax train omniglot --data "${DATA:?set DATA to an Omniglot npz}" \
+exec nice -n 5 .venv/bin/metax --heap "${HEAP:-resident}" train omniglot --data "${DATA:?set DATA to an Omniglot npz}" \
   --split alphabet --episodes within_alphabet --ways 20 --shots 1 --queries 1 \
   --algo maml --bn-policy batch --inner-steps 1 --inner-lr 0.4 --meta-batch 16 \
   --steps 3000 --eval-inner-steps 10 --eval-every 500 --val-tasks 100 --checkpoint-every 250 \
