@@ -11,7 +11,7 @@
 # Tried in the fourteenth session (not published: level, 30.75% per image on our runs, 13.25% on
 # Lake et al.'s own): every meta-training image distorted by a random affine map (Koch et al.):
 #   --distortion affine --out runs/lake-affine-20w1s
-# Tried in the eighteenth session (stopped at 500 steps: 73.8% validation against 77.7%, 6x the step):
+# Tried in the eighteenth session (stopped at 500 steps: 73.8% validation against 77.7%, 3-7x the step):
 #   --image-size 56 --chunk-size 1 --out runs/lake-56px-20w1s
 # The sixth session's model (MAML++ with per-step batch norm, 68.25% error) came from
 #   --algo maml++ --bn-policy per_step --inner-steps 5 --inner-lr 0.1 --steps 1000
