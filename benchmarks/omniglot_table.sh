@@ -2,7 +2,8 @@
 # One cell of the Omniglot table (issue 14), each on its paper's settings, MAML split
 # (1,200 training characters, rotations as classes), Adam 1e-3, 600 test episodes:
 #   maml-5w5s:  Finn et al.: meta-batch 32, 1 inner SGD step of 0.4, 5 queries per class
-#   maml-20w1s: Finn et al.: meta-batch 16, 5 inner SGD steps of 0.1 (also at test), 1 query
+#   maml-20w1s: Finn et al.: meta-batch 16, 5 inner SGD steps of 0.1 (also at test), 1 query;
+#     one task at a time (--chunk-size 1: the fastest layout measured for it, see RESULTS)
 #   maml-20w5s: Finn et al.: as 20w1s with 5 shots and 5 queries
 #   maml++-5w1s, maml++-20w1s: Antoniou et al.: meta-batch 8 (20-way: 16), 5 steps of 0.1 with
 #     learned per-step rates, per-step batch norm (frozen in the inner loop, as their config),
@@ -26,8 +27,8 @@ mamlpp=(--algo maml++ --bn-policy per_step_batch --inner-bn freeze --inner-steps
   --eval-inner-steps 5 --steps-per-epoch 500 --msl-anneal-epochs 10 --first-order-epochs 10)
 case "$cell" in
   maml-5w5s) args=("${maml1[@]}" --ways 5 --shots 5 --queries 5) ;;
-  maml-20w1s) args=("${maml5[@]}" --ways 20 --shots 1 --queries 1) ;;
-  maml-20w5s) args=("${maml5[@]}" --ways 20 --shots 5 --queries 5) ;;
+  maml-20w1s) args=("${maml5[@]}" --ways 20 --shots 1 --queries 1 --chunk-size 1) ;;
+  maml-20w5s) args=("${maml5[@]}" --ways 20 --shots 5 --queries 5 --chunk-size 1) ;;
   maml++-5w1s) args=("${mamlpp[@]}" --meta-batch 8 --ways 5 --shots 1 --queries 1) ;;
   maml++-20w1s) args=("${mamlpp[@]}" --meta-batch 16 --ways 20 --shots 1 --queries 1 --chunk-size 1) ;;
   *) echo "unknown cell: $cell" >&2; exit 2 ;;
